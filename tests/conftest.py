@@ -1,0 +1,39 @@
+"""Shared test fixtures: where ../shared/data is, and whether pycaffe is importable.
+
+Outside CI a test that needs ../shared/data or pycaffe skips with the reason; under CI=true it fails instead,
+so CI can never silently skip them.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PYFUSION_SHARED", ROOT.parent / "shared" / "data"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _need(ok, reason):
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path to ../shared/data; skips (fails under CI) when absent."""
+    _need(SHARED.is_dir(), f"shared data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def caffe():
+    """The pycaffe module in CPU mode; skips (fails under CI) when pycaffe is not built (`make caffe`)."""
+    try:
+        import caffe as _caffe
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        _need(False, f"pycaffe not importable ({e}); run `make caffe`")
+    _caffe.set_mode_cpu()
+    return _caffe
