@@ -1,0 +1,18 @@
+"""The paper's constants, each in one place with its source.
+
+Liu, Chen, Peng, Wang, "Multi-focus image fusion with a deep convolutional neural network",
+Information Fusion 36 (2017) 191-207 (cited as [Liu2017] below).
+"""
+
+PATCH = 16            # input patch size of the siamese net, [Liu2017] Sec. 3.2.1
+STRIDE = 2            # score-map stride of the deploy net (one 2x2 max pool), [Liu2017] Sec. 3.3.1
+FC1_KERNEL = PATCH // STRIDE  # 8: fc1 seen as a convolution over the 8x8 pooled map
+THRESHOLD = 0.5       # focus map -> binary map, [Liu2017] Sec. 3.3.2 (Eq. 3)
+REGION_RATIO = 0.01   # small-region removal area threshold t = ratio * H * W, [Liu2017] Sec. 3.3.2
+GF_RADIUS = 8         # guided filter radius r, [Liu2017] Sec. 3.3.3
+GF_EPS = 0.1          # guided filter regularisation eps (images in [0, 1]), [Liu2017] Sec. 3.3.3
+BLUR_SIGMA = 2.0      # Gaussian blur sigma for training data, [Liu2017] Sec. 3.2.2
+BLUR_SIZE = 7         # Gaussian window 7x7, [Liu2017] Sec. 3.2.2
+BLUR_LEVELS = 5       # five cascaded blur versions, [Liu2017] Sec. 3.2.2
+VAR_THRESHOLD = 25.0  # clear-patch variance threshold in 0-255 units (authors' patch sampling)
+RGB2GRAY = (0.2989, 0.5870, 0.1140)  # MATLAB rgb2gray weights, used by the authors' released code
