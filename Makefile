@@ -1,0 +1,64 @@
+# pyfusion — every step of the project, from a fresh clone.
+#   make demo     set everything up, fuse an embedded example (writes demo/)
+#   make test     set everything up, run the test suite
+#   make dataset train export    reproduce the shipped model (CPU schedule; SCHEDULE=paper for the paper's)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CUDA ?= 0
+SHARED ?= ../shared/data
+BSDS := $(SHARED)/train/bsds500
+TRAIN_EXAMPLES ?= 2000000
+VAL_EXAMPLES ?= 10000
+RUN ?= runs/cpu
+SCHEDULE ?= cpu
+# cpu: what fits ~2 h on 2 cores (the shipped model); paper: ~10 epochs of 2M pairs at batch 128 (a GPU job)
+ifeq ($(SCHEDULE),paper)
+TRAIN_ARGS ?= --max-iter 160000 --val-interval 2000 --drop-patience 3
+else
+TRAIN_ARGS ?= --max-iter 10000 --val-interval 500 --drop-patience 3 --max-hours 2.2
+endif
+GPU_ARG := $(if $(GPU),--gpu $(GPU),)
+
+.PHONY: setup venv caffe demo dataset train export evaluate test bench reproduce clean
+
+setup: venv caffe
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: could not create $(VENV) with $(PYTHON)" >&2; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+caffe: venv
+	bash scripts/build_caffe.sh $(PY) $(CUDA)
+
+demo: setup
+	$(PY) tools/demo.py --out demo
+
+dataset: data/patches/train/list.txt data/patches/val/list.txt
+data/patches/train/list.txt: | venv
+	$(PY) tools/make_dataset.py --images $(BSDS)/train $(BSDS)/test --out data/patches/train --examples $(TRAIN_EXAMPLES) --seed 1
+data/patches/val/list.txt: | venv
+	$(PY) tools/make_dataset.py --images $(BSDS)/val --out data/patches/val --examples $(VAL_EXAMPLES) --seed 2
+
+train: setup dataset
+	$(PY) tools/train.py --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
+
+export: setup
+	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel
+
+evaluate: setup
+	$(PY) tools/train.py --evaluate models/cnn_fusion.caffemodel --val data/patches/val/list.txt
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) tools/benchmark.py --out docs/benchmarks.md
+
+clean:
+	rm -rf build $(VENV) demo

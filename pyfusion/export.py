@@ -1,0 +1,99 @@
+"""Net surgery: a trained train_val caffemodel becomes the convolutional deploy twin's caffemodel.
+
+The conv layers are copied as they are; fc1 (256 x 32768) is reshaped to an 8x8 convolution (256 x 512 x 8 x 8) and
+fc2 (2 x 256) to a 1x1 convolution (2 x 256 x 1 x 1), as in Caffe's net-surgery example and [1]_, Sec. 3.3.1.
+The InnerProduct layer flattens the concatenated 512 x 8 x 8 blob in C-order (channel, row, column), which is
+exactly the layout of a convolution kernel, so the reshape is a plain view.
+
+References
+----------
+.. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural network",
+   Information Fusion 36 (2017) 191-207.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .data import sha256_file
+from .train import PROTOTXT, caffe_version
+
+CONV_LAYERS = ("conv1", "conv2", "conv3")
+FC_TO_CONV = {"fc1": "fc1-conv", "fc2": "fc2-conv"}
+
+
+def surgery(train_net, deploy_net) -> None:
+    """Copy every parameter of ``train_net`` (TRAIN/TEST net) into ``deploy_net`` (deploy twin), in place."""
+    for name in CONV_LAYERS:
+        for src, dst in zip(train_net.params[name], deploy_net.params[name]):
+            dst.data[...] = src.data
+    for fc, conv in FC_TO_CONV.items():
+        src, dst = train_net.params[fc][0].data, deploy_net.params[conv][0].data
+        if src.size != dst.size:
+            raise ValueError(f"{fc} has {src.shape}, {conv} needs {dst.shape}")
+        dst[...] = src.reshape(dst.shape)
+
+
+def export_deploy(snapshot, out, *, train_val=PROTOTXT / "train_val.prototxt",
+                  deploy=PROTOTXT / "deploy.prototxt", extra: dict | None = None) -> dict:
+    """Write the deploy caffemodel ``out`` from the train snapshot ``snapshot`` and its side-car ``out.json``.
+
+    The side-car records the source snapshot, its iteration, the sha256 of both files, the Caffe source version
+    and ``extra`` (for instance the training config and validation accuracy). Both files are written atomically.
+    """
+    import caffe
+
+    caffe.set_mode_cpu()
+    train_net = _net_without_data(train_val, snapshot)
+    deploy_net = caffe.Net(str(deploy), caffe.TEST)
+    surgery(train_net, deploy_net)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    deploy_net.save(str(tmp))
+    os.replace(tmp, out)
+    it = re.findall(r"_iter_(\d+)\.caffemodel$", str(snapshot))
+    meta = {
+        "model": out.name,
+        "sha256": sha256_file(out),
+        "deploy_prototxt": str(Path(deploy).resolve().relative_to(PROTOTXT.parent)),
+        "inputs": ["a", "b"],
+        "output": "prob (channel 1 = source A in focus)",
+        "source_snapshot": str(snapshot),
+        "source_sha256": sha256_file(snapshot),
+        "iteration": int(it[0]) if it else None,
+        "caffe": caffe_version(),
+        **(extra or {}),
+    }
+    side = Path(str(out) + ".json")
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, side)
+    return meta
+
+
+def _net_without_data(train_val, weights):
+    """The TEST-phase train_val net with its HDF5 input replaced by an Input layer (no data files needed)."""
+    import tempfile
+
+    import caffe
+
+    text = Path(train_val).read_text()
+    text = re.sub(r'layer \{\n  name: "data"  type: "HDF5Data".*?\n\}\n', "", text, flags=re.S)
+    text = text.replace('layer {\n  name: "slice"',
+                        'layer { name: "data"  type: "Input"  top: "pair"  top: "label"\n'
+                        '  input_param { shape { dim: 1 dim: 2 dim: 16 dim: 16 } shape { dim: 1 } } }\n'
+                        'layer {\n  name: "slice"', 1)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(text)
+    try:
+        return caffe.Net(f.name, str(weights), caffe.TEST) if weights else caffe.Net(f.name, caffe.TEST)
+    finally:
+        os.unlink(f.name)
+
+
+def train_net_for_tests(weights=None):
+    """The train_val net (TEST phase) fed by an Input layer: used by tests and the equivalence check."""
+    return _net_without_data(PROTOTXT / "train_val.prototxt", weights)

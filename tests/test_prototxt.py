@@ -1,0 +1,119 @@
+"""The three net files: they parse, the branches share weights, the deploy twin computes what the train net does."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyfusion.net import score_shape
+
+PROTO = Path(__file__).resolve().parents[1] / "prototxt"
+
+
+def _layers(text):
+    """(name, type, block) of every layer in a prototxt text."""
+    out = []
+    for m in re.finditer(r'layer \{\s*name: "([^"]+)"\s+type: "([^"]+)"', text):
+        depth, i = 0, m.start()
+        for j in range(m.start(), len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0 and text[j] == "}":
+                out.append((m.group(1), m.group(2), text[i:j + 1]))
+                break
+    return out
+
+
+def _branch(layers, suffix):
+    names = ("conv1", "relu1", "conv2", "relu2", "pool1", "conv3", "relu3")
+    by = {n: blk for n, _, blk in layers}
+    return [re.sub(r'(name|bottom|top): "(\w+?)%s"' % suffix, r'\1: "\2"', by[n + suffix]) if suffix else by[n]
+            for n in names]
+
+
+@pytest.mark.parametrize("fname", ["train_val.prototxt", "deploy.prototxt"])
+def test_branches_are_identical_text(fname):
+    """Branch B is branch A with every name suffixed by _p (no drift between the two branches)."""
+    layers = _layers((PROTO / fname).read_text())
+    a, b = _branch(layers, ""), _branch(layers, "_p")
+    assert a == [re.sub(r'bottom: "b"', 'bottom: "a"', x) for x in b]
+
+
+def test_twins_share_the_branch_definition():
+    tv = _layers((PROTO / "train_val.prototxt").read_text())
+    dp = _layers((PROTO / "deploy.prototxt").read_text())
+    for s in ("", "_p"):
+        assert _branch(tv, s) == _branch(dp, s)
+    tvd = {n: blk for n, _, blk in tv}
+    dpd = {n: blk for n, _, blk in dp}
+    for fc, conv, k in (("fc1", "fc1-conv", 8), ("fc2", "fc2-conv", 1)):
+        n = re.search(r"num_output: (\d+)", tvd[fc]).group(1)
+        assert re.search(r"num_output: (\d+)", dpd[conv]).group(1) == n
+        assert f"kernel_size: {k}" in dpd[conv]
+        for blk in (tvd[fc], dpd[conv]):
+            assert "bias_term: false" in blk
+    # no ReLU after fc1 in either twin
+    assert not any(t == "ReLU" and "fc1" in blk for _, t, blk in tv + dp)
+
+
+def test_solver_has_paper_hyperparameters():
+    s = (PROTO / "solver.prototxt").read_text()
+    for key, val in (("base_lr", 1e-4), ("momentum", 0.9), ("weight_decay", 5e-4)):
+        assert float(re.search(rf"^{key}: ([\d.e-]+)", s, re.M).group(1)) == val
+    assert 'type: "SGD"' in s
+
+
+@pytest.mark.parametrize("hw,expect", [((16, 16), (1, 1)), ((17, 23), (2, 5)), ((520, 520), (253, 253)),
+                                       ((31, 32), (9, 9))])
+def test_deploy_score_shape(caffe, hw, expect):
+    assert score_shape(*hw) == expect
+    net = caffe.Net(str(PROTO / "deploy.prototxt"), caffe.TEST)
+    net.blobs["a"].reshape(1, 1, *hw)
+    net.blobs["b"].reshape(1, 1, *hw)
+    net.reshape()
+    assert net.blobs["prob"].data.shape == (1, 2) + expect
+
+
+def test_train_val_parses_and_branches_share_blobs(caffe):
+    from pyfusion.export import train_net_for_tests
+
+    net = train_net_for_tests()
+    assert net.blobs["concat"].data.shape == (1, 512, 8, 8)
+    for name in ("conv1", "conv2", "conv3"):
+        pa, pb = net.params[name], net.params[name + "_p"]
+        for x, y in zip(pa, pb):
+            x.data[...] = 0.25
+            assert np.all(y.data == 0.25)          # one update moves both: same memory
+    assert net.params["fc1"][0].data.shape == (256, 32768)
+    assert len(net.params["fc1"]) == 1 and len(net.params["fc2"]) == 1   # no biases
+
+
+def test_export_equivalence_on_16x16_pairs(caffe, tmp_path):
+    """Exported deploy prob == train net softmax on isolated 16x16 pairs (random weights)."""
+    from pyfusion.export import export_deploy, train_net_for_tests
+
+    caffe.set_random_seed(3)
+    tn = train_net_for_tests()
+    rng = np.random.default_rng(0)
+    for name in tn.params:                       # nontrivial biases too
+        for p in tn.params[name]:
+            p.data[...] += rng.normal(0, 0.01, p.data.shape)
+    snap = tmp_path / "snap_iter_7.caffemodel"
+    tn.save(str(snap))
+    meta = export_deploy(snap, tmp_path / "deploy.caffemodel")
+    assert meta["iteration"] == 7 and len(meta["sha256"]) == 64
+    dn = caffe.Net(str(PROTO / "deploy.prototxt"), str(tmp_path / "deploy.caffemodel"), caffe.TEST)
+    pair = rng.random((20, 2, 16, 16)).astype(np.float32)
+    tn.blobs["pair"].reshape(20, 2, 16, 16)
+    tn.blobs["label"].reshape(20)
+    tn.blobs["pair"].data[...] = pair
+    tn.forward()
+    logits = tn.blobs["fc2"].data
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    dn.blobs["a"].reshape(20, 1, 16, 16)
+    dn.blobs["b"].reshape(20, 1, 16, 16)
+    dn.blobs["a"].data[...] = pair[:, :1]
+    dn.blobs["b"].data[...] = pair[:, 1:]
+    prob = dn.forward()["prob"][:, :, 0, 0]
+    assert np.abs(prob - soft).max() < 1e-5
+    assert np.abs(soft[:, 1] - 0.5).max() > 1e-3    # the check is not trivially about constant outputs
