@@ -6,3 +6,7 @@ References
    Information Fusion 36 (2017) 191-207.
 """
 __version__ = "0.1.0"
+
+from pyfusion.fusion import FusionResult, fuse  # noqa: E402
+
+__all__ = ["FusionResult", "fuse", "__version__"]

@@ -1,0 +1,335 @@
+"""Image input/output and input validation for the fusion pipeline.
+
+Conventions
+-----------
+* Images are NumPy arrays of shape ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB, channel order R, G, B).
+  ``(H, W, 1)`` arrays are accepted by :func:`validate_images` and keep their shape through the pipeline.
+* Pixel types: ``uint8`` (scale 255), ``uint16`` (scale 65535), ``float32``/``float64`` (already in [0, 1]).
+  :func:`to_unit` maps each to float64 in [0, 1], as the authors' code does with ``double(A)/255`` before
+  anything else; :func:`from_unit` maps back with MATLAB's ``uint8()``/``uint16()`` rounding (half away from
+  zero, saturating).
+* Reading (:func:`read_image`) decodes with OpenCV ``IMREAD_UNCHANGED`` (8- and 16-bit PNG/TIFF, JPEG, ...),
+  converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
+  Truncated or undecodable files raise :class:`FusionInputError`.
+* Writing (:func:`write_image`) is atomic: the encoded bytes go to a temporary file in the destination's
+  directory, which is fsync'ed and moved over the destination with :func:`os.replace`; on any failure the
+  temporary file is removed and an existing destination is left untouched.
+
+References
+----------
+.. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural network",
+   Information Fusion 36 (2017) 191-207.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pyfusion.constants import PATCH
+
+__all__ = [
+    "FusionInputError",
+    "read_image",
+    "write_image",
+    "validate_images",
+    "to_unit",
+    "from_unit",
+    "map_to_uint8",
+    "SUPPORTED_DTYPES",
+]
+
+#: Pixel types accepted by the pipeline.
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+# Pixel types each output format stores without silent conversion.
+_WRITE_DTYPES = {
+    ".png": ("uint8", "uint16"),
+    ".tif": ("uint8", "uint16", "float32"),
+    ".tiff": ("uint8", "uint16", "float32"),
+    ".jpg": ("uint8",),
+    ".jpeg": ("uint8",),
+    ".bmp": ("uint8",),
+    ".webp": ("uint8",),
+    ".ppm": ("uint8", "uint16"),
+    ".pgm": ("uint8", "uint16"),
+    ".pnm": ("uint8", "uint16"),
+}
+
+
+class FusionInputError(ValueError):
+    """An input or output the pipeline cannot use; its message is one line meant for the user."""
+
+
+def _quiet_cv2(fn, *args):
+    """Call an OpenCV function with its log output silenced (codec warnings would otherwise hit stderr)."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:  # pragma: no cover - very old OpenCV
+        return fn(*args)
+    old = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return fn(*args)
+    finally:
+        logging.setLogLevel(old)
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """True when a PNG lacks its IEND chunk or a JPEG lacks its EOI marker (both decoders may accept these)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" not in data[-64:]
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in data[-1024:]
+    return False
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as an RGB or grayscale array, keeping its bit depth.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Image file (any format OpenCV decodes; 16-bit PNG/TIFF keep 16 bits).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, 3)`` array (RGB order) of dtype uint8, uint16 or float32. An alpha channel is
+        dropped.
+
+    Raises
+    ------
+    FusionInputError
+        Missing, unreadable, truncated or undecodable file; unsupported pixel type; non-finite values.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FusionInputError(f"{p}: no such file")
+    if p.is_dir():
+        raise FusionInputError(f"{p}: is a directory, not an image")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise FusionInputError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise FusionInputError(f"{p}: empty file")
+    if _looks_truncated(data):
+        raise FusionInputError(f"{p}: truncated image file")
+    img = _quiet_cv2(cv2.imdecode, np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise FusionInputError(f"{p}: cannot decode image (unreadable, truncated or unsupported format)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        elif img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        else:
+            raise FusionInputError(f"{p}: unsupported channel count {img.shape[2]}")
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        raise FusionInputError(f"{p}: unsupported pixel type {img.dtype} (use 8- or 16-bit images)")
+    if img.dtype == np.float32:
+        _check_float(img, str(p))
+    return np.ascontiguousarray(img)
+
+
+def _check_float(img: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(img)):
+        raise FusionInputError(f"{name}: contains non-finite values (NaN or inf)")
+    if img.size and (img.min() < 0.0 or img.max() > 1.0):
+        raise FusionInputError(f"{name}: float images must lie in [0, 1] (got [{img.min():g}, {img.max():g}])")
+
+
+def validate_images(images, *, names=None) -> list[np.ndarray]:
+    """Check that source images can be fused together; return them as arrays (not copied, never modified).
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        At least two arrays of the same shape ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` and the same dtype
+        (uint8, uint16, float32 or float64; floats finite and in [0, 1]), with ``H, W >= 16`` (the CNN's
+        patch size).
+    names : sequence of str, optional
+        Labels for error messages (e.g. file names); default ``image 1``, ``image 2``, ...
+
+    Returns
+    -------
+    list of numpy.ndarray
+
+    Raises
+    ------
+    FusionInputError
+        With a one-line message naming the offending image.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207.
+    """
+    arrays = list(images)
+    if len(arrays) < 2:
+        raise FusionInputError(f"need at least two source images, got {len(arrays)}")
+    if names is None:
+        names = [f"image {k + 1}" for k in range(len(arrays))]
+    names = [str(n) for n in names]
+    out = []
+    for name, img in zip(names, arrays):
+        if not isinstance(img, np.ndarray):
+            raise FusionInputError(f"{name}: not a numpy array (got {type(img).__name__})")
+        if img.dtype not in SUPPORTED_DTYPES:
+            raise FusionInputError(f"{name}: unsupported pixel type {img.dtype} (uint8, uint16 or float in [0, 1])")
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
+            raise FusionInputError(
+                f"{name}: unsupported shape {img.shape} (expected HxW, HxWx1 or HxWx3; drop any alpha channel)")
+        if img.shape[0] < PATCH or img.shape[1] < PATCH:
+            raise FusionInputError(
+                f"{name}: {img.shape[1]}x{img.shape[0]} is smaller than the {PATCH}x{PATCH} patch of the network")
+        if img.dtype.kind == "f":
+            _check_float(img, name)
+        out.append(img)
+    first, ref = names[0], out[0]
+    for name, img in zip(names[1:], out[1:]):
+        if _channels(img) != _channels(ref):
+            raise FusionInputError(
+                f"{name}: {_channels(img)} channel(s) but {first} has {_channels(ref)}; all sources must match")
+        if img.shape[:2] != ref.shape[:2]:
+            raise FusionInputError(
+                f"{name}: size {img.shape[1]}x{img.shape[0]} differs from {first} ({ref.shape[1]}x{ref.shape[0]})")
+        if img.shape != ref.shape:
+            raise FusionInputError(f"{name}: shape {img.shape} differs from {first} {ref.shape}")
+        if img.dtype != ref.dtype:
+            raise FusionInputError(f"{name}: pixel type {img.dtype} differs from {first} ({ref.dtype})")
+    return out
+
+
+def _channels(img: np.ndarray) -> int:
+    return 1 if img.ndim == 2 else img.shape[2]
+
+
+def to_unit(img: np.ndarray) -> np.ndarray:
+    """Return a float64 copy of ``img`` scaled to [0, 1] (``/255`` for uint8, ``/65535`` for uint16).
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207 (authors' code: ``img1 = double(A)/255``).
+    """
+    scale = _SCALE.get(img.dtype)
+    if scale is None:
+        return np.array(img, dtype=np.float64, copy=True)
+    return img.astype(np.float64) / scale
+
+
+def from_unit(x: np.ndarray, dtype) -> np.ndarray:
+    """Convert [0, 1] floats to ``dtype`` as MATLAB's ``uint8(x*255)`` does: round half away from zero, saturate.
+
+    Float dtypes are clipped to [0, 1] and cast without rounding.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207 (authors' code: ``F = uint8(imgf*255)``).
+    """
+    dtype = np.dtype(dtype)
+    scale = _SCALE.get(dtype)
+    if scale is None:
+        return np.clip(x, 0.0, 1.0).astype(dtype)
+    # x >= 0 after the clip, so floor(v + 0.5) is round-half-away-from-zero.
+    return np.floor(np.clip(x, 0.0, 1.0) * scale + 0.5).astype(dtype)
+
+
+def map_to_uint8(m: np.ndarray) -> np.ndarray:
+    """An 8-bit picture of a [0, 1] map (clipped, ``round(255 * m)``) for saving with :func:`write_image`."""
+    return from_unit(np.asarray(m, dtype=np.float64), np.uint8)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
+    """Write an RGB or grayscale array atomically; the format follows the file extension.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its directory must exist.
+    img : numpy.ndarray
+        ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` RGB array. uint8 for every format; uint16 for PNG, TIFF
+        and PNM; float32 for TIFF only.
+    force : bool, optional
+        Replace an existing file (default: refuse).
+
+    Returns
+    -------
+    pathlib.Path
+        The destination.
+
+    Raises
+    ------
+    FusionInputError
+        Existing destination without ``force``, missing directory, unsupported format or pixel type, or a
+        failed write. Nothing is left behind in any of these cases.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in _WRITE_DTYPES:
+        raise FusionInputError(f"{p}: unsupported output format {ext or '(no extension)'!r} "
+                               f"(use one of {', '.join(sorted(_WRITE_DTYPES))})")
+    if img.dtype.name not in _WRITE_DTYPES[ext]:
+        raise FusionInputError(f"{p}: {ext} cannot store {img.dtype} pixels (use {'/'.join(_WRITE_DTYPES[ext])}; "
+                               f"16-bit images need .png or .tif)")
+    if p.exists() and not force:
+        raise FusionInputError(f"{p}: already exists (use --force to overwrite)")
+    if p.is_dir():
+        raise FusionInputError(f"{p}: is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise FusionInputError(f"{p}: directory {parent} does not exist")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3:
+        if img.shape[2] != 3:
+            raise FusionInputError(f"{p}: cannot write {img.shape[2]} channels")
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
+    try:
+        ok, buf = _quiet_cv2(cv2.imencode, ext, np.ascontiguousarray(img))
+    except cv2.error as e:
+        raise FusionInputError(f"{p}: cannot encode image ({str(e).strip().splitlines()[-1]})") from None
+    if not ok:
+        raise FusionInputError(f"{p}: cannot encode image as {ext}")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            f.write(buf.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise FusionInputError(f"{p}: cannot write ({e.strerror or e})") from None
+        raise
+    return p
