@@ -1,0 +1,167 @@
+"""Reading, writing (atomic), validation and bit-depth conversions."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import pyfusion.io as pio
+from pyfusion.io import FusionInputError, from_unit, read_image, to_unit, validate_images, write_image
+
+
+def rgb(h=20, w=24, dtype=np.uint8, seed=0):
+    hi = np.iinfo(dtype).max
+    return np.random.default_rng(seed).integers(0, hi + 1, size=(h, w, 3), dtype=np.int64).astype(dtype)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("colour", [False, True])
+def test_roundtrip_keeps_bit_depth_and_channels(tmp_path, ext, dtype, colour):
+    img = rgb(dtype=dtype)
+    if not colour:
+        img = img[:, :, 0].copy()
+    path = write_image(tmp_path / f"x{ext}", img)
+    back = read_image(path)
+    assert back.dtype == img.dtype and back.shape == img.shape
+    np.testing.assert_array_equal(back, img)
+
+
+def test_channel_order_on_disk_is_bgr(tmp_path):
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[..., 0] = 200  # red
+    write_image(tmp_path / "red.png", img)
+    raw = cv2.imread(str(tmp_path / "red.png"), cv2.IMREAD_UNCHANGED)
+    assert raw[0, 0].tolist() == [0, 0, 200]
+    assert read_image(tmp_path / "red.png")[0, 0].tolist() == [200, 0, 0]
+
+
+def test_alpha_channel_is_dropped(tmp_path):
+    bgra = np.zeros((16, 16, 4), np.uint8)
+    bgra[..., 0], bgra[..., 2], bgra[..., 3] = 10, 30, 128
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    img = read_image(tmp_path / "a.png")
+    assert img.shape == (16, 16, 3)
+    assert img[0, 0].tolist() == [30, 0, 10]
+
+
+def test_float_tiff_roundtrip(tmp_path):
+    img = np.random.default_rng(0).random((16, 17)).astype(np.float32)
+    np.testing.assert_array_equal(read_image(write_image(tmp_path / "f.tif", img)), img)
+
+
+@pytest.mark.parametrize("content, what", [
+    (None, "no such file"), (b"", "empty"), (b"not an image at all", "cannot decode"),
+])
+def test_unreadable_files(tmp_path, content, what):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(FusionInputError, match=what):
+        read_image(path)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+def test_truncated_files_are_rejected(tmp_path, ext):
+    ok, buf = cv2.imencode(ext, rgb(64, 64))
+    data = buf.tobytes()
+    path = tmp_path / f"t{ext}"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(FusionInputError) as e:
+        read_image(path)
+    assert "\n" not in str(e.value)
+
+
+def test_directory_is_not_an_image(tmp_path):
+    with pytest.raises(FusionInputError, match="directory"):
+        read_image(tmp_path)
+
+
+def test_nonfinite_float_tiff_is_rejected(tmp_path):
+    img = np.zeros((16, 16), np.float32)
+    img[3, 3] = np.nan
+    cv2.imwrite(str(tmp_path / "n.tif"), img)
+    with pytest.raises(FusionInputError, match="non-finite"):
+        read_image(tmp_path / "n.tif")
+
+
+def test_write_refuses_existing_file_unless_forced(tmp_path):
+    path = tmp_path / "o.png"
+    write_image(path, rgb())
+    with pytest.raises(FusionInputError, match="already exists"):
+        write_image(path, rgb(seed=1))
+    np.testing.assert_array_equal(read_image(path), rgb())
+    write_image(path, rgb(seed=1), force=True)
+    np.testing.assert_array_equal(read_image(path), rgb(seed=1))
+
+
+@pytest.mark.parametrize("name, img, what", [
+    ("o.xyz", rgb(), "unsupported output format"),
+    ("o.jpg", rgb(dtype=np.uint16), "cannot store uint16"),
+    ("o.png", rgb().astype(np.float32), "cannot store float32"),
+    ("missing/o.png", rgb(), "does not exist"),
+])
+def test_write_errors_leave_nothing(tmp_path, name, img, what):
+    with pytest.raises(FusionInputError, match=what):
+        write_image(tmp_path / name, img)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_replace_leaves_nothing_and_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "o.png"
+    write_image(path, rgb())
+    before = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pio.os, "replace", boom)
+    with pytest.raises(FusionInputError, match="No space left"):
+        write_image(path, rgb(seed=2), force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+    assert path.read_bytes() == before
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    def boom(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pio.os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "o.png", rgb())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_file_has_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_image(tmp_path / "p.png", rgb())
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_unit_conversions_match_matlab_rounding():
+    assert to_unit(np.array([255], np.uint8))[0] == 1.0
+    assert to_unit(np.array([65535], np.uint16))[0] == 1.0
+    # MATLAB uint8() rounds half away from zero and saturates
+    x = np.array([2.5, 3.5, 254.5, 300.0, -4.0]) / 255.0
+    np.testing.assert_array_equal(from_unit(x, np.uint8), [3, 4, 255, 255, 0])
+    assert from_unit(np.array([40000.5 / 65535]), np.uint16)[0] == 40001
+    assert from_unit(np.array([1.2]), np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("images, what", [
+    ([rgb()], "at least two"),
+    ([rgb(), rgb(20, 25)], "size 25x20 differs"),
+    ([rgb(), rgb()[:, :, 0]], "channel"),
+    ([rgb(15, 30), rgb(15, 30)], "smaller than the 16x16"),
+    ([rgb(), rgb(dtype=np.uint16)], "pixel type"),
+    ([rgb().astype(np.int32), rgb().astype(np.int32)], "unsupported pixel type"),
+    ([np.zeros((20, 20, 4), np.uint8)] * 2, "alpha"),
+    ([np.full((20, 20), np.inf), np.zeros((20, 20))], "non-finite"),
+    ([np.full((20, 20), 2.0), np.zeros((20, 20))], r"\[0, 1\]"),
+])
+def test_validate_images_errors(images, what):
+    with pytest.raises(FusionInputError, match=what) as e:
+        validate_images(images)
+    assert "\n" not in str(e.value)
+    assert isinstance(e.value, ValueError)
