@@ -1,0 +1,229 @@
+"""The whole pipeline with fake score maps (no Caffe), and one test with the real net."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import pyfusion
+from pyfusion.constants import RGB2GRAY
+from pyfusion.focus import score_map_shape
+from pyfusion.fusion import STAGES, initial_fusion, to_gray, weighted_average
+from pyfusion.io import FusionInputError, from_unit, to_unit
+from pyfusion.refine import guided_filter
+
+H, W = 48, 64
+
+
+def pair(dtype=np.uint8, colour=False, seed=0, h=H, w=W):
+    """Left half sharp in A, right half sharp in B (Gaussian blur elsewhere)."""
+    rng = np.random.default_rng(seed)
+    sharp = rng.random((h, w, 3) if colour else (h, w))
+    blur = cv2.GaussianBlur(sharp, (7, 7), 2.0)
+    left = np.zeros(sharp.shape, bool)
+    left[:, : w // 2] = True
+    a = np.where(left, sharp, blur)
+    b = np.where(left, blur, sharp)
+    if dtype == np.float32:
+        return a.astype(np.float32), b.astype(np.float32)
+    return from_unit(a, dtype), from_unit(b, dtype)
+
+
+def left_scores(a, b):
+    """Fake net: 1 for patches whose centre lies in the left half, else 0."""
+    sh = score_map_shape(a.shape)
+    centre = 2 * np.arange(sh[1]) + 7.5
+    return np.tile((centre < a.shape[1] / 2).astype(np.float32), (sh[0], 1))
+
+
+def const_scores(value):
+    return lambda a, b: np.full(score_map_shape(a.shape), value, np.float32)
+
+
+def test_left_right_pair_gives_expected_maps():
+    a, b = pair()
+    r = pyfusion.fuse([a, b], score_fn=left_scores)
+    step = np.zeros((H, W))
+    step[:, : W // 2] = 1
+    np.testing.assert_array_equal(r.binary_map, step)
+    np.testing.assert_array_equal(r.cleaned_map, step)
+    ga, gb = to_gray(to_unit(a)), to_gray(to_unit(b))
+    np.testing.assert_allclose(r.decision_map, guided_filter(initial_fusion(ga, gb, step), step, radius=8, eps=0.1),
+                               atol=0)
+    # windows of all neighbours entirely on one side: the weights are exactly 1 / 0 there
+    np.testing.assert_allclose(r.decision_map[:, : W // 2 - 16], 1.0, atol=1e-12)
+    np.testing.assert_allclose(r.decision_map[:, W // 2 + 16:], 0.0, atol=1e-12)
+    assert (r.decision_map[:, : W // 2] > 0.5).all() and (r.decision_map[:, W // 2:] < 0.5).all()
+    np.testing.assert_array_equal(r.fused[:, : W // 2 - 16], a[:, : W // 2 - 16])
+    np.testing.assert_array_equal(r.fused[:, W // 2 + 16:], b[:, W // 2 + 16:])
+    assert r.score_map.shape == score_map_shape((H, W))
+    assert r.focus_map.shape == (H, W) and r.focus_map.min() >= 0 and r.focus_map.max() <= 1
+
+
+def test_small_wrong_island_is_removed():
+    a, b = pair()
+
+    def scores(x, y):
+        s = left_scores(x, y)
+        s[5:10, 22:25] = 1.0  # stray patches at the right border -> an island in the binary map
+        return s
+
+    r = pyfusion.fuse([a, b], score_fn=scores, region_ratio=0.1)
+    island = r.binary_map[:, W // 2:].sum()
+    assert 0 < island < np.ceil(0.1 * H * W)
+    assert r.cleaned_map[:, W // 2:].sum() == 0
+    r = pyfusion.fuse([a, b], score_fn=scores, region_ratio=island / (H * W))  # area == island size: kept
+    assert r.cleaned_map[:, W // 2:].sum() == island
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("colour", [False, True])
+def test_bit_depth_and_channels_are_kept(dtype, colour):
+    a, b = pair(dtype, colour)
+    r = pyfusion.fuse([a, b], score_fn=left_scores)
+    assert r.fused.dtype == a.dtype and r.fused.shape == a.shape
+    want = from_unit(weighted_average(to_unit(a), to_unit(b), r.decision_map), a.dtype)
+    np.testing.assert_array_equal(r.fused, want)
+    # constant decisions reproduce a source exactly, at full bit depth
+    np.testing.assert_array_equal(pyfusion.fuse([a, b], score_fn=const_scores(1.0)).fused, a)
+    np.testing.assert_array_equal(pyfusion.fuse([a, b], score_fn=const_scores(0.0)).fused, b)
+
+
+def test_16_bit_detail_survives():
+    a, b = pair(np.uint16)
+    assert (a % 256 != 0).any()
+    fused = pyfusion.fuse([a, b], score_fn=left_scores).fused
+    np.testing.assert_array_equal(fused[:, :8], a[:, :8])
+
+
+def test_hxwx1_images_keep_their_shape():
+    a, b = pair()
+    r = pyfusion.fuse([a[..., None], b[..., None]], score_fn=left_scores)
+    assert r.fused.shape == (H, W, 1)
+    np.testing.assert_array_equal(r.fused[..., 0], pyfusion.fuse([a, b], score_fn=left_scores).fused)
+
+
+def test_gray_uses_matlab_rgb2gray_weights_and_feeds_the_net():
+    a, b = pair(colour=True)
+    seen = []
+
+    def spy(x, y):
+        seen.append((x, y))
+        return left_scores(x, y)
+
+    pyfusion.fuse([a, b], score_fn=spy)
+    x, y = seen[0]
+    assert x.dtype == np.float32 and x.shape == (H, W)
+    ua = to_unit(a)
+    want = RGB2GRAY[0] * ua[..., 0] + RGB2GRAY[1] * ua[..., 1] + RGB2GRAY[2] * ua[..., 2]
+    np.testing.assert_allclose(x, want.astype(np.float32), atol=0)
+
+
+def test_same_inputs_same_output_and_inputs_untouched():
+    a, b = pair(colour=True)
+    a0, b0 = a.copy(), b.copy()
+    a.flags.writeable = False
+    b.flags.writeable = False
+    r1 = pyfusion.fuse([a, b], score_fn=left_scores)
+    r2 = pyfusion.fuse([a, b], score_fn=left_scores)
+    np.testing.assert_array_equal(r1.fused, r2.fused)
+    np.testing.assert_array_equal(r1.decision_map, r2.decision_map)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)
+
+
+def test_three_sources_are_fused_in_series():
+    a, b = pair(colour=True)
+    c = pair(colour=True, seed=5)[0]
+    calls = []
+
+    def scores(x, y):
+        calls.append(x.copy())
+        return left_scores(x, y) if len(calls) == 1 else const_scores(0.25)(x, y) * 0 + np.float32(
+            (np.arange(score_map_shape(x.shape)[0]) < 8)[:, None])
+
+    r = pyfusion.fuse([a, b, c], score_fn=scores)
+    assert len(calls) == 2
+    first = pyfusion.fuse([a, b], score_fn=left_scores)
+    np.testing.assert_allclose(calls[1], to_gray(to_unit(first.fused)).astype(np.float32), atol=0)
+    calls.clear()
+    calls.append(None)  # make the next call behave like the second pair
+    second = pyfusion.fuse([first.fused, c], score_fn=scores)
+    np.testing.assert_array_equal(r.fused, second.fused)
+    np.testing.assert_array_equal(r.decision_map, first.decision_map)  # maps: first pair
+    assert r.fused.dtype == np.uint8
+
+
+def test_timings_cover_every_stage():
+    a, b = pair()
+    r = pyfusion.fuse([a, b], score_fn=left_scores)
+    assert set(r.timings) == {*STAGES, "total"}
+    assert all(v >= 0 for v in r.timings.values())
+    assert r.timings["total"] >= sum(r.timings[s] for s in STAGES) - 1e-6
+
+
+def test_paths_are_read(tmp_path):
+    a, b = pair(colour=True)
+    cv2.imwrite(str(tmp_path / "a.png"), a[..., ::-1])
+    cv2.imwrite(str(tmp_path / "b.png"), b[..., ::-1])
+    r = pyfusion.fuse([tmp_path / "a.png", str(tmp_path / "b.png")], score_fn=left_scores)
+    np.testing.assert_array_equal(r.fused, pyfusion.fuse([a, b], score_fn=left_scores).fused)
+    with pytest.raises(FusionInputError, match="no such file"):
+        pyfusion.fuse([tmp_path / "a.png", tmp_path / "nope.png"], score_fn=left_scores)
+
+
+def test_input_errors():
+    a, b = pair()
+    with pytest.raises(FusionInputError, match="differs"):
+        pyfusion.fuse([a, b[:, :-1]], score_fn=left_scores)
+    with pytest.raises(FusionInputError, match="channel"):
+        pyfusion.fuse([a, np.dstack([b, b, b])], score_fn=left_scores)
+    with pytest.raises(FusionInputError, match="smaller"):
+        pyfusion.fuse([a[:15], b[:15]], score_fn=left_scores)
+    with pytest.raises(FusionInputError, match="non-finite"):
+        pyfusion.fuse([np.full((H, W), np.nan), np.zeros((H, W))], score_fn=left_scores)
+    with pytest.raises(FusionInputError, match="sequence"):
+        pyfusion.fuse(a, score_fn=left_scores)
+
+
+def test_bad_score_functions_are_caught():
+    a, b = pair()
+    with pytest.raises(ValueError, match="shape"):
+        pyfusion.fuse([a, b], score_fn=lambda x, y: np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="non-finite"):
+        pyfusion.fuse([a, b], score_fn=lambda x, y: const_scores(np.nan)(x, y))
+    with pytest.raises(ValueError, match="either"):
+        pyfusion.fuse([a, b], score_fn=left_scores, model="m.caffemodel")
+
+
+def test_options_are_passed_through():
+    a, b = pair()
+    r = pyfusion.fuse([a, b], score_fn=left_scores, threshold=0.99)
+    # only pixels all of whose patches have their centre on the left (x <= 25) now exceed the threshold
+    assert r.binary_map[:, :26].all() and r.binary_map[:, 26:].sum() == 0
+    r = pyfusion.fuse([a, b], score_fn=left_scores, gf_radius=1, gf_eps=1e-4)
+    assert np.abs(r.decision_map - r.cleaned_map).max() < 0.5
+
+
+@pytest.mark.caffe
+@pytest.mark.slow
+def test_real_net_separates_a_synthetic_pair(caffe):
+    from pyfusion import net
+
+    if not os.path.isfile(net.MODEL_DEFAULT):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"shipped model missing: {net.MODEL_DEFAULT}")
+        pytest.skip(f"shipped model missing: {net.MODEL_DEFAULT}")
+    from skimage import data
+
+    sharp = data.camera()[192:320, 192:320].astype(np.float64) / 255
+    blur = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    left = np.zeros(sharp.shape, bool)
+    left[:, :64] = True
+    a = from_unit(np.where(left, sharp, blur), np.uint8)
+    b = from_unit(np.where(left, blur, sharp), np.uint8)
+    r = pyfusion.fuse([a, b])
+    assert r.score_map.dtype == np.float32 or r.score_map.dtype == np.float64
+    assert (r.cleaned_map == left).mean() > 0.9
+    err_fused = np.abs(to_unit(r.fused) - sharp).mean()
+    assert err_fused < min(np.abs(to_unit(a) - sharp).mean(), np.abs(to_unit(b) - sharp).mean())
