@@ -2,6 +2,7 @@
 
 Successful runs swap pyfusion.net for a fake module (a focus measure, no Caffe) inside the subprocess.
 """
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,21 @@ def test_16_bit_in_16_bit_out(tmp_path, colour):
     fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert fused.dtype == np.uint16 and fused.shape == img_a.shape
     assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--backend", "nope"), "choose from")
+
+
+def test_demo_with_oracle_scores_is_deterministic_and_beats_both_sources(tmp_path):
+    demo = ROOT / "tools" / "demo.py"
+    cmd = [sys.executable, str(demo), "--oracle", "--size", "96", "--image", "camera"]
+    res1 = subprocess.run(cmd + ["--out", str(tmp_path / "d1")], capture_output=True, text=True, timeout=120)
+    res2 = subprocess.run(cmd + ["--out", str(tmp_path / "d2")], capture_output=True, text=True, timeout=120)
+    assert res1.returncode == 0 and res2.returncode == 0, res1.stderr + res2.stderr
+    names = ["fused.png", "mask.png", "maps/decision.png", "reference.png", "source_a.png", "source_b.png"]
+    for name in names:
+        assert (tmp_path / "d1" / name).read_bytes() == (tmp_path / "d2" / name).read_bytes(), name
+    psnr = {}
+    for line in res1.stdout.splitlines():
+        m = re.match(r"(source A|source B|fused)\s+([\d.]+)\s+([\d.]+)$", line)
+        if m:
+            psnr[m.group(1)] = float(m.group(2))
+    assert set(psnr) == {"source A", "source B", "fused"}, res1.stdout
+    assert psnr["fused"] > max(psnr["source A"], psnr["source B"]) + 5
