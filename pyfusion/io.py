@@ -10,7 +10,8 @@ Conventions
   zero, saturating).
 * Reading (:func:`read_image`) decodes with OpenCV ``IMREAD_UNCHANGED`` (8- and 16-bit PNG/TIFF, JPEG, ...),
   converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
-  Truncated or undecodable files raise :class:`FusionInputError`.
+  Truncated (PNG without IEND, or anything the decoder refuses) or undecodable files raise
+  :class:`FusionInputError`.
 * Writing (:func:`write_image`) is atomic: the encoded bytes go to a temporary file in the destination's
   directory, which is fsync'ed and moved over the destination with :func:`os.replace`; on any failure the
   temporary file is removed and an existing destination is left untouched.
@@ -80,11 +81,13 @@ def _quiet_cv2(fn, *args):
 
 
 def _looks_truncated(data: bytes) -> bool:
-    """True when a PNG lacks its IEND chunk or a JPEG lacks its EOI marker (both decoders may accept these)."""
+    """True when a PNG lacks its final IEND chunk (libpng may decode such a file partially).
+
+    JPEG and TIFF are left to the decoder, which refuses truncated files; a JPEG's end marker is not checked
+    because valid files may carry long trailers (e.g. motion-photo video) after it.
+    """
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return b"IEND" not in data[-64:]
-    if data.startswith(b"\xff\xd8"):
-        return b"\xff\xd9" not in data[-1024:]
     return False
 
 
