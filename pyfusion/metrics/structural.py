@@ -6,10 +6,20 @@ All local statistics use MATLAB ``filter2(window, x, 'valid')`` (no padding), as
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ._common import check_pair, check_triplet, filter2_sep, gaussian_1d
 
 __all__ = ["qe", "qy", "ssim", "ssim_maps"]
+
+
+def _flat_windows(x, k):
+    """True where the k x k window ('valid' positions) of ``x`` holds a single value."""
+    lo = sliding_window_view(x, k, axis=1).min(axis=-1)
+    hi = sliding_window_view(x, k, axis=1).max(axis=-1)
+    lo = sliding_window_view(lo, k, axis=0).min(axis=-1)
+    hi = sliding_window_view(hi, k, axis=0).max(axis=-1)
+    return lo == hi
 
 
 def ssim_maps(x, y, window, c1, c2):
@@ -27,6 +37,13 @@ def ssim_maps(x, y, window, c1, c2):
     -------
     ssim_map, var_x, var_y : ndarray
         Maps of size ``shape - len(window) + 1`` ('valid').
+
+    Notes
+    -----
+    Variances are ``E[x^2] - E[x]^2``, whose round-off in a window of constant value is about
+    ``1e-16 * value^2`` (~1e-11 on the 8-bit scale) and of either sign. With the tiny constants of Q_Y
+    (2e-16) such noise would decide ratios like ``var_a / (var_a + var_b)``, so windows in which an image is
+    constant get their exact variance and covariance, 0.
     """
     w = np.asarray(window, dtype=np.float64)
     w = w / w.sum()
@@ -39,6 +56,11 @@ def ssim_maps(x, y, window, c1, c2):
     s1 = filt(x * x) - mu1_sq
     s2 = filt(y * y) - mu2_sq
     s12 = filt(x * y) - mu12
+    k = w.size
+    flat_x, flat_y = _flat_windows(x, k), _flat_windows(y, k)
+    s1[flat_x] = 0.0
+    s2[flat_y] = 0.0
+    s12[flat_x | flat_y] = 0.0
     if c1 > 0 and c2 > 0:
         smap = ((2 * mu12 + c1) * (2 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2))
     else:  # pragma: no cover - only with zero constants
