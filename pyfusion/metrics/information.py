@@ -87,8 +87,9 @@ def qncie(a, b, f):
     The nonlinear correlation coefficients NCC (mutual information of 256-bin histograms, normalised by
     log2 256) of the pairs (A, B), (A, F), (B, F) form a 3x3 correlation matrix R with unit diagonal; with
     its eigenvalues r_i, ``Q_NCIE = 1 + sum_i (r_i / 3) log_256(r_i / 3)``. Images are first stretched to
-    [0, 255] and rounded (toolbox ``normalize1``). Range [0, 1]; 1 when ``A = B = F`` (eigenvalues 3, 0, 0,
-    taking 0 log 0 = 0). Symmetric in A and B. Higher is better.
+    [0, 255] and rounded (toolbox ``normalize1``). Range [0, 1]; 1 when all three NCCs are 1 (eigenvalues
+    3, 0, 0, taking 0 log 0 = 0), i.e. ``A = B = F`` with all 256 levels equally frequent; for ``A = B = F`` in
+    general ``NCC = H(A) / 8 < 1``. Symmetric in A and B. Higher is better.
 
     Parameters
     ----------

@@ -191,9 +191,11 @@ def qp(a, b, f):
     maximum, selected by the larger phase congruency) are masked where their phase congruency exceeds 0.1;
     at each pixel the best of the three local correlation coefficients with the fused map (Gaussian window
     11x11, sigma 1.5, zero-padded 'same' filtering, C = 1e-4) is kept and the sum is divided by the area of
-    the maximum mask. ``Q_P = P_p * P_M * P_m``, the product over the three feature maps. Equal to 1 when
-    ``A = B = F``; symmetric in A and B. Higher is better. The input images are used as given (no
-    normalisation). Returns NaN when no pixel of the sources has phase congruency above 0.1.
+    the maximum mask. ``Q_P = P_p * P_M * P_m``, the product over the three feature maps. Symmetric in A
+    and B; higher is better. For ``A = B = F`` it is close to, but below, 1: as in the toolbox the source
+    maps are masked (zero where P <= 0.1) before the local statistics are taken, the fused map is not.
+    The input images are used as given (no normalisation). Returns NaN when no pixel of the sources has
+    phase congruency above 0.1.
 
     Parameters
     ----------
