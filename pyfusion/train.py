@@ -209,6 +209,7 @@ def train(run, cfg: TrainConfig | None = None, *, resume: bool = False, progress
             losses.append(float(solver.net.blobs["loss"].data))
             bar.update(1)
             if solver.iter % cfg.val_interval == 0 or solver.iter == cfg.max_iter:
+                solver.test_nets[0].share_with(solver.net)   # pycaffe's test net does not follow the train net
                 vl, va = validate(solver.test_nets[0], cfg.val_batches)
                 state["val_losses"].append(vl)
                 state["best_val_loss"] = min(state["val_losses"])

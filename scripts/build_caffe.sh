@@ -56,11 +56,16 @@ if [ ! -f "$TARBALL" ]; then
   mv "$tmp"/brocolli-caffe-$VERSION.tar.gz "$TARBALL"; rm -rf "$tmp"
 fi
 echo "$SHA256  $TARBALL" | sha256sum -c --quiet - || { rm -f "$TARBALL"; die "sha256 mismatch for $TARBALL (deleted)"; }
-rm -rf "$SRC" "$BUILD/python"
-mkdir -p "$SRC"
-tar xzf "$TARBALL" -C "$SRC" --strip-components=1
+# the source tree and cmake folder are kept between runs, so an interrupted or failed build resumes where it stopped
+if [ ! -f "$SRC/.extracted" ]; then
+  rm -rf "$SRC" "$BUILD/cmake"
+  mkdir -p "$SRC"
+  tar xzf "$TARBALL" -C "$SRC" --strip-components=1
+  touch "$SRC/.extracted"
+fi
+rm -rf "$BUILD/python"
 
-# ---- patches ---------------------------------------------------------------------------------------------------
+# ---- patches (idempotent) ---------------------------------------------------------------------------------------------------
 # 1. the fork hard-codes CPU_ONLY and a conda include path; drop both (the CPU_ONLY option below decides).
 sed -i -e 's/^add_definitions( -DCPU_ONLY=1 )/# (pyfusion) CPU_ONLY decided by the option/' \
        -e 's/^include_directories(${ANACONDA_HOME}.*/# (pyfusion) no conda include path/' \
