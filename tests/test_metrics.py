@@ -22,7 +22,7 @@ from pyfusion.metrics._common import filter2_sep, normalize255
 from pyfusion.metrics.gradient import qg_max
 from pyfusion.metrics.perceptual import _block_reduce
 from pyfusion.metrics.phase import phase_congruency
-from pyfusion.metrics.table import EvaluationError, find_cases, render, survey_means
+from pyfusion.metrics.table import EvaluationError, find_cases, published_gaps, render, survey_means
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "evaluate.py"
@@ -335,6 +335,10 @@ def test_survey_rows_only_when_all_images_known():
     results = {"CNN": {"x_01": {k: 0.5 for k in NAMES}}}
     md = render(results, "md", survey, ["DWT", "CNN"])
     assert "| DWT | survey | 1 |" in md and "| CNN | computed | 1 |" in md
+    gaps = published_gaps(results, survey)
+    assert gaps["QMI"] == {"gap": -0.5, "image": "x_01", "method": "CNN", "cases": 1}
+    assert gaps["QCV"]["gap"] == pytest.approx(-0.5)  # relative for QCV
+    assert "| QMI | -5.00e-01 | x_01 | CNN | 1 |" in md
 
 
 def _run(*args):

@@ -27,7 +27,7 @@ import numpy as np
 from . import LOWER_IS_BETTER, METRICS
 
 __all__ = ["EvaluationError", "Case", "find_cases", "evaluate", "load_survey", "survey_means",
-           "summarize", "render", "write_atomic", "find_survey_file"]
+           "published_gaps", "summarize", "render", "write_atomic", "find_survey_file"]
 
 IMAGE_EXTS = frozenset({".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".ppm", ".pgm", ".pnm"})
 
@@ -209,6 +209,36 @@ def survey_means(survey, methods, images):
     return {m: {k: float(np.mean([survey[m][k][i] for i in images])) for k in survey[m]} for m in methods}
 
 
+def published_gaps(results, survey):
+    """Largest gap to the survey's per-image values, per metric, over the (image, method) cases it covers.
+
+    The gap is ``computed - published``, relative (``/ published``) for the metrics where lower is better
+    (QCV), absolute otherwise. Cases whose method or image the survey lacks are left out.
+
+    Returns
+    -------
+    dict
+        ``{metric: {"gap": float, "image": str, "method": str, "cases": int}}``; empty if nothing overlaps.
+    """
+    out: dict[str, dict] = {}
+    if not survey:
+        return out
+    for method, per_image in results.items():
+        if method not in survey:
+            continue
+        for image, values in per_image.items():
+            for k, v in values.items():
+                ref = survey[method].get(k, {}).get(image)
+                if ref is None:
+                    continue
+                gap = (v - ref) / ref if k in LOWER_IS_BETTER else v - ref
+                cur = out.setdefault(k, {"gap": 0.0, "image": image, "method": method, "cases": 0})
+                cur["cases"] += 1
+                if not abs(gap) <= abs(cur["gap"]):  # also picks up NaN
+                    cur.update(gap=float(gap), image=image, method=method)
+    return out
+
+
 def summarize(results):
     """Per-method means: ``{method: {metric: mean}}`` and the image list of each method."""
     means, images = {}, {}
@@ -257,6 +287,14 @@ def render(results, fmt, survey=None, survey_methods=None):
         if not has_survey:
             lines.append("")
             lines.append("(survey rows omitted: not all images are in the survey's metrics.json, or none was given)")
+        gaps = published_gaps(results, survey)
+        if gaps:
+            lines += ["", "Largest gap to the survey's per-image values (computed - published; QCV relative):", "",
+                      "| metric | max gap | image | method | cases |", "|---|---|---|---|---|"]
+            for k in metric_names:
+                if k in gaps:
+                    g = gaps[k]
+                    lines.append(f"| {k} | {g['gap']:+.2e} | {g['image']} | {g['method']} | {g['cases']} |")
         return "\n".join(lines) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
@@ -271,6 +309,7 @@ def render(results, fmt, survey=None, survey_methods=None):
             "lower_is_better": sorted(LOWER_IS_BETTER & set(metric_names)),
             "computed": {m: {"mean": vals, "per_image": results[m]} for m, src, n, vals in rows if src == "computed"},
             "survey_mean": {m: vals for m, src, n, vals in rows if src == "survey"} if has_survey else None,
+            "max_gap_to_survey": published_gaps(results, survey) or None,
         }
         return json.dumps(doc, indent=1, allow_nan=True) + "\n"
     raise EvaluationError(f"unknown output format {fmt!r} (use .md, .csv or .json)")
