@@ -392,3 +392,12 @@ def test_cli_rejects_mismatched_fused_image(tmp_path):
     r = _run("--sources", src, "--fused", fused, "--out", tmp_path / "t.md", "--no-progress")
     assert r.returncode == 2 and "does not match its sources" in r.stderr
     assert not (tmp_path / "t.md").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constant_images_do_not_raise_or_warn(name, recwarn):
+    c = np.full((32, 40), 100.0)
+    r = np.round(np.random.default_rng(7).uniform(0, 255, (32, 40)))
+    for trio in ((c, c, c), (c, r, r), (r, r, c)):
+        assert isinstance(METRICS[name](*trio), float)  # NaN allowed where the definition is undefined
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

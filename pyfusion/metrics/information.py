@@ -43,7 +43,8 @@ def qmi(a, b, f):
 
     ``Q_MI = 2 * [ I(A;F) / (H(A) + H(F)) + I(B;F) / (H(B) + H(F)) ]``, with entropies from 256-bin
     histograms of the images stretched to [0, 255] and rounded (toolbox ``normalize1``), log base 2.
-    Range [0, 2]; 2 when ``A = B = F`` (non-constant). Symmetric in A and B. Higher is better.
+    Range [0, 2]; 2 when ``A = B = F`` (non-constant). Symmetric in A and B. Higher is better. A term whose
+    entropy sum is zero (both images constant) counts as 0 (MATLAB would return NaN).
 
     Parameters
     ----------

@@ -49,7 +49,8 @@ def _cb_masked_contrast(x):
     """Peli band-limited contrast (Gaussian sigma 2 over sigma 4, minus 1), then contrast masking."""
     num = filter2_sep(x, _CB_G1, _CB_G1, "same")
     den = filter2_sep(x, _CB_G2, _CB_G2, "same")
-    c = np.abs(num / den - 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.abs(num / den - 1.0)
     return c ** _CB_P / (c ** _CB_Q + _CB_Z)
 
 
@@ -63,7 +64,8 @@ def qcb(a, b, f):
     filtering), masked as ``C' = C^3 / (C^2 + 1e-4)``. Information preservation is
     ``Q_XF = min(C'_X, C'_F) / max(C'_X, C'_F)``, the saliency weights are
     ``lambda_A = C'_A^2 / (C'_A^2 + C'_B^2)``, and Q_CB is the mean of ``lambda_A Q_AF + lambda_B Q_BF``.
-    1 when ``A = B = F``; symmetric in A and B. Higher is better.
+    1 when ``A = B = F``; symmetric in A and B. Higher is better. NaN where the toolbox's formula is
+    undefined (e.g. a constant image, which has no contrast anywhere).
 
     Parameters
     ----------

@@ -33,7 +33,7 @@ def _centred_range(n):
     return np.arange(-n / 2, n / 2) / n
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2)  # one entry is ~50 MB for a 520x520 image
 def _filter_bank(rows, cols, nscale, norient, min_wavelength, mult, sigma_on_f, d_theta_on_sigma):
     """Log-Gabor filters (frequency domain) and the image-independent noise-model sums, per orientation."""
     theta_sigma = np.pi / norient / d_theta_on_sigma
