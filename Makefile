@@ -49,7 +49,7 @@ train: setup dataset
 	$(PY) tools/train.py --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
 
 export: setup
-	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel
+	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel --val data/patches/val/list.txt
 
 evaluate: setup
 	$(PY) tools/train.py --evaluate models/cnn_fusion.caffemodel --val data/patches/val/list.txt

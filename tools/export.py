@@ -1,8 +1,15 @@
 #!/usr/bin/env python
-"""Net surgery: export a trained snapshot as the deploy twin's caffemodel (+ side-car JSON).
+"""Net surgery: export a trained snapshot as the deploy twin's caffemodel (+ side-car JSON), and/or the fast ONNX
+model with the folded head (+ side-car ``<out>.onnx.json``).
 
     python tools/export.py --run runs/cpu --out models/cnn_fusion.caffemodel
     python tools/export.py --snapshot runs/cpu/snap_iter_10000.caffemodel --out models/x.caffemodel
+    python tools/export.py --onnx --model models/cnn_fusion.caffemodel --out models/cnn_fusion.onnx
+    python tools/export.py --onnx --run runs/cpu --out models/cnn_fusion.caffemodel   # both: .caffemodel, .onnx
+
+With --onnx and --run/--snapshot the deploy caffemodel is written to --out first and the ONNX model beside it
+(``--out`` with the suffix ``.onnx``). With --onnx --model the ONNX model is written to --out (default: the
+model's path with the suffix ``.onnx``).
 """
 import argparse
 import json
@@ -10,7 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-from pyfusion.export import export_deploy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyfusion.export import export_deploy  # noqa: E402
 
 
 def main(argv=None):
@@ -18,9 +27,20 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder: its latest snapshot, config and log go into the side-car")
     src.add_argument("--snapshot", help="a train_val caffemodel")
-    ap.add_argument("--out", required=True, help="deploy caffemodel to write")
+    src.add_argument("--model", help="a deploy caffemodel (with --onnx): export only the ONNX model")
+    ap.add_argument("--out", help="deploy caffemodel to write (with --model --onnx: the ONNX model)")
+    ap.add_argument("--onnx", action="store_true", help="also write the folded ONNX model and its side-car")
     args = ap.parse_args(argv)
     print(f"export: {vars(args)}")
+    if args.model is not None:
+        if not args.onnx:
+            ap.error("--model needs --onnx")
+        if not Path(args.model).is_file():
+            print(f"export: error: model not found: {args.model}", file=sys.stderr)
+            return 2
+        return _onnx(args.model, args.out or Path(args.model).with_suffix(".onnx"))
+    if args.out is None:
+        ap.error("--out is required with --run/--snapshot")
     extra = {}
     snap = args.snapshot
     if args.run:
@@ -40,7 +60,24 @@ def main(argv=None):
         print(f"export: error: snapshot not found: {snap}", file=sys.stderr)
         return 2
     meta = export_deploy(snap, args.out, extra=extra)
+    if args.val:
+        from pyfusion.train import evaluate
+        extra["validation"] = evaluate(args.out, args.val)
+        extra["validation"]["val_manifest"] = json.loads(
+            (Path(args.val).parent / "manifest.json").read_text()) if (Path(args.val).parent / "manifest.json").exists() else None
+        meta = export_deploy(snap, args.out, extra=extra)
+        print(f"export: validation accuracy {extra['validation']['accuracy']:.4f} on {extra['validation']['pairs']} pairs")
     print(f"export: {args.out} sha256 {meta['sha256']} from {snap}")
+    if args.onnx:
+        return _onnx(args.out, Path(args.out).with_suffix(".onnx"))
+    return 0
+
+
+def _onnx(caffemodel, out) -> int:
+    from pyfusion.onnx_export import export_onnx
+
+    meta = export_onnx(caffemodel, out)
+    print(f"export: {out} sha256 {meta['sha256']} (folded head) from {caffemodel}")
     return 0
 
 
