@@ -9,15 +9,17 @@ PY := $(VENV)/bin/python
 CUDA ?= 0
 SHARED ?= ../shared/data
 BSDS := $(SHARED)/train/bsds500
+IMAGES ?= $(BSDS)/train $(BSDS)/test
+VAL_IMAGES ?= $(BSDS)/val
 TRAIN_EXAMPLES ?= 2000000
 VAL_EXAMPLES ?= 10000
 RUN ?= runs/cpu
 SCHEDULE ?= cpu
 # cpu: what fits ~2 h on 2 cores (the shipped model); paper: ~10 epochs of 2M pairs at batch 128 (a GPU job)
 ifeq ($(SCHEDULE),paper)
-TRAIN_ARGS ?= --max-iter 160000 --val-interval 2000 --drop-patience 3
+TRAIN_ARGS ?= --max-iter 160000 --val-interval 2000 --drop-patience 3 --seed 1
 else
-TRAIN_ARGS ?= --max-iter 10000 --val-interval 500 --drop-patience 3 --max-hours 2.2
+TRAIN_ARGS ?= --max-iter 12000 --val-interval 500 --drop-patience 3 --max-hours 2.0 --seed 1
 endif
 GPU_ARG := $(if $(GPU),--gpu $(GPU),)
 
@@ -41,9 +43,9 @@ demo: setup
 
 dataset: data/patches/train/list.txt data/patches/val/list.txt
 data/patches/train/list.txt: | venv
-	$(PY) tools/make_dataset.py --images $(BSDS)/train $(BSDS)/test --out data/patches/train --examples $(TRAIN_EXAMPLES) --seed 1
+	$(PY) tools/make_dataset.py --images $(IMAGES) --out data/patches/train --examples $(TRAIN_EXAMPLES) --seed 1
 data/patches/val/list.txt: | venv
-	$(PY) tools/make_dataset.py --images $(BSDS)/val --out data/patches/val --examples $(VAL_EXAMPLES) --seed 2
+	$(PY) tools/make_dataset.py --images $(VAL_IMAGES) --out data/patches/val --examples $(VAL_EXAMPLES) --seed 2
 
 train: setup dataset
 	$(PY) tools/train.py --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
