@@ -20,7 +20,9 @@ def test_shipped_model_matches_its_sidecar(shipped):
     assert check_model(shipped) == shipped
     meta = json.loads(SIDE.read_text())
     assert meta["inputs"] == ["a", "b"] and meta["iteration"] > 0
-    assert meta["training"]["config"]["base_lr"] == 1e-4
+    cfg = meta["training"]["config"]
+    assert (cfg["momentum"], cfg["weight_decay"], cfg["batch"]) == (0.9, 5e-4, 128)   # the paper's solver
+    assert cfg["base_lr"] > 0 and meta["training"]["iter"] == meta["iteration"]
 
 
 def test_corrupt_or_wrong_model_is_refused(shipped, tmp_path):
