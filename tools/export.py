@@ -30,6 +30,7 @@ def main(argv=None):
     src.add_argument("--model", help="a deploy caffemodel (with --onnx): export only the ONNX model")
     ap.add_argument("--out", help="deploy caffemodel to write (with --model --onnx: the ONNX model)")
     ap.add_argument("--onnx", action="store_true", help="also write the folded ONNX model and its side-car")
+    ap.add_argument("--val", help="val list.txt (HDF5 shards): measure the exported model, record it in the side-car")
     args = ap.parse_args(argv)
     print(f"export: {vars(args)}")
     if args.model is not None:
