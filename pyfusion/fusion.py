@@ -138,11 +138,13 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
     return np.asarray(a, dtype=np.float64) * w + np.asarray(b, dtype=np.float64) * (1.0 - w)
 
 
-def _net_score_fn(model, backend) -> Callable:
+def _net_score_fn(model, backend, max_memory=None) -> Callable:
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
+    kw = {} if max_memory is None else {"max_memory": max_memory}
+
     def score(a, b):
-        return net.score_map(a, b, model=model, backend=backend)
+        return net.score_map(a, b, model=model, backend=backend, **kw)
 
     return score
 
@@ -179,7 +181,8 @@ def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, region_ratio, gf_radiu
 
 
 def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
-         gf_eps: float = GF_EPS, threshold: float = THRESHOLD, score_fn: Callable | None = None) -> FusionResult:
+         gf_eps: float = GF_EPS, threshold: float = THRESHOLD, score_fn: Callable | None = None,
+         max_memory: int | None = None) -> FusionResult:
     """Fuse two or more multi-focus images with the CNN method of Liu et al. (2017).
 
     Parameters
@@ -204,6 +207,9 @@ def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO
         ``score_fn(a, b) -> scores`` replacing the CNN: ``a``, ``b`` float32 grayscale in [0, 1] of shape
         ``(H, W)``, ``scores`` of shape ``(ceil(H/2) - 7, ceil(W/2) - 7)``. Not combined with ``model`` or
         ``backend``.
+    max_memory : int, optional
+        Bytes the score-map stage may use; ``pyfusion.net.score_map`` tiles the pair to fit (default: the net
+        module's, a fraction of the available memory). Not combined with ``score_fn``.
 
     Returns
     -------
@@ -234,9 +240,9 @@ def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO
     arrays = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
     arrays = validate_images(arrays, names=names)
     if score_fn is None:
-        score_fn = _net_score_fn(model, backend)
-    elif model is not None or backend is not None:
-        raise ValueError("give either score_fn or model/backend, not both")
+        score_fn = _net_score_fn(model, backend, max_memory)
+    elif model is not None or backend is not None or max_memory is not None:
+        raise ValueError("give either score_fn or model/backend/max_memory, not both")
     dtype = arrays[0].dtype
     opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold)
     timings: dict = {}

@@ -2,7 +2,25 @@
 
 The convolutional twin of the siamese CNN ([1]_, Sec. 3.3.1) turns an H x W pair into a
 (ceil(H/2) - 7) x (ceil(W/2) - 7) map of P(source A in focus), one score per 16 x 16 patch at stride 2.
-Backends: ``"caffe"`` (the reference: pycaffe on prototxt/deploy.prototxt).
+
+Backends
+--------
+``"onnx"`` (fast, the default when ``<model>.onnx`` exists and onnxruntime imports)
+    :mod:`pyfusion.onnx_export`'s folded model run by ONNX Runtime: both sources in one batch of two, the
+    fc1/fc2/softmax head folded into one 8x8 filter and a sigmoid. Needs no Caffe.
+``"caffe"`` (the reference)
+    pycaffe on ``prototxt/deploy.prototxt``.
+
+Tiling
+------
+Both backends run large pairs in overlapping tiles whose scores are identical to whole-image inference
+(:func:`tile_plan`). Score ``i`` (rows; columns alike) sees input rows ``[2i - 4, 2i + 19]``: the 8x8 head reads
+conv3 rows ``i .. i+7``, conv3 (3x3, pad 1, half resolution) pool rows ``i-1 .. i+8``, the 2x2/2 pool conv2 rows
+``2i-2 .. 2i+17``, conv2 and conv1 (3x3, pad 1) one more row each way. A tile for scores ``[i0, i1)`` therefore
+reads input rows ``[max(0, 2 i0 - 4), min(H, 2 i1 + 18))``; it starts on the stride-2 grid (the pool windows line
+up) and keeps the scores ``i0 .. i1-1``. Inside the image a tile's zero padding only reaches its first and last
+two score rows, which are dropped; at the image border the tile edge *is* the image edge, so it gets exactly the
+whole image's zero padding (and Caffe's ceil-mode last pool window). The tile size comes from ``max_memory``.
 
 References
 ----------
@@ -24,7 +42,18 @@ from .constants import FC1_KERNEL, PATCH, STRIDE
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_PROTOTXT = ROOT / "prototxt" / "deploy.prototxt"
 MODEL_DEFAULT = ROOT / "models" / "cnn_fusion.caffemodel"
-BACKENDS = ("caffe",)
+BACKENDS = ("onnx", "caffe")
+
+#: Input rows a score row reaches above its patch (2i - HALO_BEFORE) and below it (2i + 15 + HALO_AFTER).
+HALO_BEFORE = 4
+HALO_AFTER = 4
+#: Default budget of the score-map stage: this fraction of MemAvailable, at most DEFAULT_MEMORY_CAP bytes.
+DEFAULT_MEMORY_FRACTION = 0.25
+DEFAULT_MEMORY_CAP = 2 << 30
+#: ONNX Runtime peak bytes per input pixel of a tile (both sources; measured ~1510 B/px on 300^2..1000^2 tiles,
+#: VmHWM above the loaded process), and a fixed allowance.
+ONNX_BYTES_PER_PIXEL = 1600
+ONNX_BASE_BYTES = 16 << 20
 
 
 class ModelError(ValueError):
@@ -38,6 +67,7 @@ def score_shape(h: int, w: int) -> tuple[int, int]:
     return math.ceil(h / STRIDE) - FC1_KERNEL + 1, math.ceil(w / STRIDE) - FC1_KERNEL + 1
 
 
+# ----------------------------------------------------------------------------------------------- memory model
 def caffe_bytes(h: int, w: int) -> int:
     """Estimated peak memory (bytes) of the Caffe deploy twin on an ``h`` x ``w`` pair.
 
@@ -48,6 +78,11 @@ def caffe_bytes(h: int, w: int) -> int:
     blobs = 2 * (64 + 64 + 128 + 128) * h * w + 2 * 2 * 256 * hp * wp + 512 * hp * wp + (256 + 2 + 2) * sh * sw
     im2col = max(512 * FC1_KERNEL * FC1_KERNEL * sh * sw, 128 * 9 * hp * wp, 64 * 9 * h * w)
     return 4 * (blobs + im2col)
+
+
+def onnx_bytes(h: int, w: int) -> int:
+    """Estimated peak memory (bytes) of the ONNX Runtime model on an ``h`` x ``w`` pair (both sources)."""
+    return ONNX_BASE_BYTES + ONNX_BYTES_PER_PIXEL * h * w
 
 
 def available_bytes() -> int:
@@ -61,22 +96,217 @@ def available_bytes() -> int:
     return 4 << 30
 
 
-def check_model(path) -> Path:
-    """Return ``path`` if it exists and matches the sha256 in its side-car ``<path>.json``; else ModelError."""
+def default_max_memory() -> int:
+    """Default budget of the score-map stage: ``min(0.25 * MemAvailable, 2 GiB)``."""
+    return int(min(DEFAULT_MEMORY_FRACTION * available_bytes(), DEFAULT_MEMORY_CAP))
+
+
+# ----------------------------------------------------------------------------------------------------- tiling
+def _axis_tiles(n_img: int, n_score: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis: ``(i0, i1, s, e)``: scores ``[i0, i1)`` computed from input ``[s, e)``."""
+    out = []
+    for i0 in range(0, n_score, tile):
+        i1 = min(n_score, i0 + tile)
+        s = max(0, STRIDE * i0 - HALO_BEFORE)
+        e = min(n_img, STRIDE * (i1 - 1) + PATCH + HALO_AFTER)
+        out.append((i0, i1, s, e))
+    return out
+
+
+def tile_plan(h: int, w: int, tile: tuple[int, int]) -> list[tuple[slice, slice, slice, slice]]:
+    """Overlapping tiles of an ``h`` x ``w`` pair whose scores equal whole-image inference.
+
+    Parameters
+    ----------
+    h, w : int
+        Image size.
+    tile : (int, int)
+        Scores per tile (rows, columns), >= 1.
+
+    Returns
+    -------
+    list of (out_rows, out_cols, in_rows, in_cols) slices
+        ``scores[out_rows, out_cols] = net(a[in_rows, in_cols], b[in_rows, in_cols])[k_rows, k_cols]`` where
+        ``k`` is ``out`` shifted by ``-in.start // 2`` (see :func:`tiled_scores`). Input starts are even.
+    """
+    sh, sw = score_shape(h, w)
+    th, tw = max(1, int(tile[0])), max(1, int(tile[1]))
+    return [(slice(r0, r1), slice(c0, c1), slice(rs, re), slice(cs, ce))
+            for r0, r1, rs, re in _axis_tiles(h, sh, th) for c0, c1, cs, ce in _axis_tiles(w, sw, tw)]
+
+
+def tiled_scores(a: np.ndarray, b: np.ndarray, run, tile: tuple[int, int]) -> np.ndarray:
+    """Score map of (``a``, ``b``) assembled from ``run(a_tile, b_tile)`` over :func:`tile_plan` tiles."""
+    h, w = a.shape
+    out = np.empty(score_shape(h, w), np.float32)
+    for rows, cols, rin, cin in tile_plan(h, w, tile):
+        s = run(np.ascontiguousarray(a[rin, cin]), np.ascontiguousarray(b[rin, cin]))
+        r0, c0 = rin.start // STRIDE, cin.start // STRIDE
+        out[rows, cols] = s[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
+    return out
+
+
+def input_extent(n_score_tile: int, n_img: int) -> int:
+    """Input pixels one tile of ``n_score_tile`` scores reads along an axis of ``n_img`` pixels (at most)."""
+    return min(n_img, STRIDE * (n_score_tile - 1) + PATCH + HALO_BEFORE + HALO_AFTER)
+
+
+def choose_tile(h: int, w: int, *, backend: str, max_memory: int) -> tuple[int, int]:
+    """Largest tile (scores per tile, rows x columns) whose estimated peak memory fits ``max_memory`` bytes.
+
+    The whole image when it fits; else full-width strips if one strip row of 1+ scores fits; else square tiles.
+    Never smaller than one score.
+    """
+    need = caffe_bytes if backend == "caffe" else onnx_bytes
+    sh, sw = score_shape(h, w)
+
+    def fits(th, tw):
+        return need(input_extent(th, h), input_extent(tw, w)) <= max_memory
+
+    if fits(sh, sw):
+        return sh, sw
+    lo, hi = 1, max(sh, sw)  # largest square (capped at the image) that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(min(mid, sh), min(mid, sw)) else (lo, mid - 1)
+    th, tw = min(lo, sh), min(lo, sw)
+    if tw == sw:  # full-width strips: grow the rows
+        lo, hi = th, sh
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid, sw) else (lo, mid - 1)
+        th = lo
+    elif th == sh:
+        lo, hi = tw, sw
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(sh, mid) else (lo, mid - 1)
+        tw = lo
+    return th, tw
+
+
+# ----------------------------------------------------------------------------------------------------- models
+@lru_cache(maxsize=16)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
     from .data import sha256_file
 
+    return sha256_file(path)
+
+
+def _sha256(path: Path) -> str:
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _is_default(path: Path) -> bool:
+    p = Path(path).resolve()
+    return p in (MODEL_DEFAULT.resolve(), MODEL_DEFAULT.with_suffix(".onnx").resolve())
+
+
+def check_model(path) -> Path:
+    """Return ``path`` if it exists and matches the sha256 in its side-car ``<path>.json``; else ModelError.
+
+    The shipped models (``models/cnn_fusion.caffemodel`` and ``.onnx``) must have their side-car. The hash is
+    cached per (path, mtime, size).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
     side = Path(str(path) + ".json")
     if side.is_file():
         want = json.loads(side.read_text()).get("sha256")
-        got = sha256_file(path)
+        got = _sha256(path)
         if want and want != got:
             raise ModelError(f"model {path} has sha256 {got[:12]}…, its side-car says {want[:12]}…: corrupt or wrong")
-    elif path.resolve() == MODEL_DEFAULT.resolve():
+    elif _is_default(path):
         raise ModelError(f"shipped model side-car missing: {side}")
     return path
+
+
+def onnx_model_path(model) -> Path:
+    """The ONNX model for ``model``: itself if it ends in ``.onnx``, else the ``.onnx`` beside the caffemodel."""
+    model = Path(model)
+    return model if model.suffix == ".onnx" else model.with_suffix(".onnx")
+
+
+def caffe_model_path(model) -> Path:
+    """The caffemodel for ``model``: itself, or for an ``.onnx`` the source named in its side-car."""
+    model = Path(model)
+    if model.suffix != ".onnx":
+        return model
+    side = Path(str(model) + ".json")
+    name = json.loads(side.read_text()).get("source_caffemodel") if side.is_file() else None
+    return model.with_name(name) if name else model.with_suffix(".caffemodel")
+
+
+def _check_onnx(model) -> Path:
+    """Check the ONNX model of ``model`` and that it was exported from the caffemodel beside it (if present)."""
+    path = check_model(onnx_model_path(model))
+    side = Path(str(path) + ".json")
+    src_sha = json.loads(side.read_text()).get("source_sha256") if side.is_file() else None
+    caffemodel = caffe_model_path(model)
+    if src_sha and caffemodel.is_file():
+        cside = Path(str(caffemodel) + ".json")
+        have = json.loads(cside.read_text()).get("sha256") if cside.is_file() else None
+        if src_sha != (have or _sha256(caffemodel)):
+            raise ModelError(f"{path} was exported from another caffemodel than {caffemodel}: re-run "
+                             f"`python tools/export.py --onnx --model {caffemodel} --out {path}`")
+    return path
+
+
+def onnx_available() -> bool:
+    """Whether onnxruntime imports."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_backend(model=None) -> str:
+    """``"onnx"`` when the ONNX model of ``model`` exists and onnxruntime imports, else ``"caffe"``."""
+    model = Path(model or MODEL_DEFAULT)
+    if onnx_model_path(model).is_file() and onnx_available():
+        return "onnx"
+    return "caffe"
+
+
+# ---------------------------------------------------------------------------------------------------- backends
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=4)
+def _onnx_session(path: str, mtime_ns: int, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no arena: tiles of different sizes must not leave the arena at the largest size ever seen
+    so.enable_cpu_mem_arena = False
+    so.enable_mem_pattern = False
+    so.log_severity_level = 3
+    # no busy-waiting worker threads: they only burn a shared CPU (many small tiles, a busy machine)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(path, so, providers=providers)
+
+
+def _onnx_runner(path: Path):
+    sess = _onnx_session(str(path), os.stat(path).st_mtime_ns, _threads())
+    name = sess.get_inputs()[0].name
+
+    def run(a, b):
+        pair = np.empty((2, 1) + a.shape, np.float32)
+        pair[0, 0], pair[1, 0] = a, b
+        return sess.run(None, {name: pair})[0][0, 0]
+
+    return run
 
 
 @lru_cache(maxsize=4)
@@ -87,24 +317,21 @@ def _caffe_net(model: str, mtime: float):
     return caffe.Net(str(DEPLOY_PROTOTXT), model, caffe.TEST)
 
 
-def _score_caffe(a: np.ndarray, b: np.ndarray, model: Path) -> np.ndarray:
-    h, w = a.shape
-    need, have = caffe_bytes(h, w), available_bytes()
-    if need > have:
-        raise MemoryError(f"the Caffe twin needs about {need / 2**30:.1f} GiB for a {h}x{w} pair, "
-                          f"{have / 2**30:.1f} GiB available; use a smaller image")
+def _caffe_runner(model: Path):
     net = _caffe_net(str(model), os.path.getmtime(model))
-    net.blobs["a"].reshape(1, 1, h, w)
-    net.blobs["b"].reshape(1, 1, h, w)
-    net.blobs["a"].data[0, 0] = a
-    net.blobs["b"].data[0, 0] = b
-    prob = net.forward()["prob"][0, 1].copy()
-    # free the big buffers between calls: a 1x1 reshape releases nothing in Caffe, so drop the cached net
-    _caffe_net.cache_clear()
-    return prob
+
+    def run(a, b):
+        h, w = a.shape
+        net.blobs["a"].reshape(1, 1, h, w)
+        net.blobs["b"].reshape(1, 1, h, w)
+        net.blobs["a"].data[0, 0] = a
+        net.blobs["b"].data[0, 0] = b
+        return net.forward()["prob"][0, 1].copy()
+
+    return run
 
 
-def score_map(a, b, *, model=None, backend=None) -> np.ndarray:
+def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> np.ndarray:
     """Score map of the pair (``a``, ``b``): P(source A in focus) for every 16x16 patch at stride 2.
 
     Parameters
@@ -112,22 +339,37 @@ def score_map(a, b, *, model=None, backend=None) -> np.ndarray:
     a, b : ndarray (H, W)
         Grayscale sources, float in [0, 1], same shape, H, W >= 16.
     model : path, optional
-        Deploy caffemodel (default: the shipped ``models/cnn_fusion.caffemodel``, checked by sha256).
-    backend : {"caffe"}, optional
-        Inference backend (default: the fastest available).
+        Deploy caffemodel, or its ONNX export (default: the shipped ``models/cnn_fusion.caffemodel`` and
+        ``models/cnn_fusion.onnx``, checked by sha256). The ONNX backend uses ``<model>.onnx``.
+    backend : {"onnx", "caffe"}, optional
+        Inference backend (default :func:`default_backend`: ONNX Runtime when its model exists, else Caffe).
+    max_memory : int, optional
+        Bytes the score-map stage may use (default :func:`default_max_memory`); picks the tile size.
+    tile : (int, int), optional
+        Scores per tile (rows, columns), overriding ``max_memory``.
 
     Returns
     -------
     ndarray (ceil(H/2) - 7, ceil(W/2) - 7), float32
-        Entry (i, j) scores the patch with top-left corner (2i, 2j).
+        Entry (i, j) scores the patch with top-left corner (2i, 2j); identical for any tiling.
     """
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"score_map needs two grayscale images of one shape, got {a.shape} and {b.shape}")
-    score_shape(*a.shape)
-    backend = backend or BACKENDS[0]
+    h, w = a.shape
+    score_shape(h, w)
+    model = Path(model or MODEL_DEFAULT)
+    backend = backend or default_backend(model)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    model = check_model(model or MODEL_DEFAULT)
-    return _score_caffe(a, b, model)
+    if tile is None:
+        budget = default_max_memory() if max_memory is None else int(max_memory)
+        tile = choose_tile(h, w, backend=backend, max_memory=budget)
+    if backend == "onnx":
+        return tiled_scores(a, b, _onnx_runner(_check_onnx(model)), tile)
+    try:
+        return tiled_scores(a, b, _caffe_runner(check_model(caffe_model_path(model))), tile)
+    finally:
+        # a smaller reshape releases nothing in Caffe: drop the cached net to free its buffers
+        _caffe_net.cache_clear()

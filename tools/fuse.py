@@ -2,7 +2,8 @@
 """Fuse two or more multi-focus images with the CNN method of Liu et al. (2017).
 
     python tools/fuse.py A B [C ...] -o fused.png [--maps DIR] [--model PATH] [--backend NAME]
-                         [--region-ratio R] [--gf-radius R] [--gf-eps E] [--threshold T] [--force] [-v]
+                         [--max-memory GB] [--region-ratio R] [--gf-radius R] [--gf-eps E] [--threshold T]
+                         [--force] [-v]
 
 Three or more sources are fused in series in the order given: ((A + B) + C) + ...
 With --maps DIR the maps of the first pair are written as 8-bit PNGs: score.png (one pixel per patch),
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--maps", type=Path, metavar="DIR", help="also write the score/focus/binary/cleaned/decision maps")
     p.add_argument("--model", type=Path, help="deploy caffemodel (default: the shipped models/cnn_fusion.caffemodel)")
     p.add_argument("--backend", help="inference backend (see pyfusion.net.BACKENDS)")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="memory for the score map in GB (tiles the pair; default: a fraction of the free memory)")
     p.add_argument("--region-ratio", type=float, default=REGION_RATIO, metavar="R",
                    help=f"small-region area threshold as a fraction of H*W (default {REGION_RATIO})")
     p.add_argument("--gf-radius", type=int, default=GF_RADIUS, metavar="R",
@@ -61,6 +64,8 @@ def parse_args(argv=None):
         p.error(f"--region-ratio must be in [0, 1], got {args.region_ratio}")
     if args.gf_radius < 0:
         p.error(f"--gf-radius must be >= 0, got {args.gf_radius}")
+    if args.max_memory is not None and not args.max_memory > 0:
+        p.error(f"--max-memory must be > 0, got {args.max_memory}")
     if not args.gf_eps > 0:
         p.error(f"--gf-eps must be > 0, got {args.gf_eps}")
     return args
@@ -103,7 +108,8 @@ def run(args) -> int:
         print(f"guided filter: r={args.gf_radius}, eps={args.gf_eps}")
         print(f"output       : {args.output}" + (f", maps in {args.maps}" if args.maps else ""))
     result = fuse(images, model=args.model, backend=args.backend, region_ratio=args.region_ratio,
-                  gf_radius=args.gf_radius, gf_eps=args.gf_eps, threshold=args.threshold)
+                  gf_radius=args.gf_radius, gf_eps=args.gf_eps, threshold=args.threshold,
+                  max_memory=None if args.max_memory is None else int(args.max_memory * 2**30))
     write_image(args.output, result.fused, force=args.force)
     if args.maps is not None:
         args.maps.mkdir(parents=True, exist_ok=True)
