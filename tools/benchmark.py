@@ -133,8 +133,15 @@ def machine() -> dict:
                 continue
             if "tools/train.py" in cmd:
                 training.append(pid)
+    nice = {}
+    for pid in training:
+        try:
+            nice[pid] = os.getpriority(os.PRIO_PROCESS, int(pid))
+        except OSError:
+            pass
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem / 2**30, "load": os.getloadavg(),
-            "training_pids": training, "python": platform.python_version()}
+            "training_pids": training, "training_nice": nice, "nice": os.nice(0),
+            "python": platform.python_version()}
 
 
 def _synthetic_pair(h: int, w: int, seed: int = 0):
@@ -251,8 +258,10 @@ def _mib(x):
 def render(info, model_desc, rows, max_memory) -> str:
     m = info
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    competing = (f"**yes**: tools/train.py (pid {', '.join(m['training_pids'])}) was training on the same cores "
-                 "during the whole benchmark, so every time is pessimistic" if m["training_pids"] else "no")
+    nices = ", ".join(f"{v:+d}" for v in m.get("training_nice", {}).values())
+    competing = (f"**yes**: tools/train.py (pid {', '.join(m['training_pids'])}, nice {nices or '?'}; this "
+                 f"benchmark nice {m['nice']:+d}) was training on the same cores during the whole benchmark, so "
+                 "every time is pessimistic" if m["training_pids"] else "no")
     lines = [
         "# Benchmarks: Caffe twin vs ONNX Runtime fast path",
         "",
@@ -262,7 +271,8 @@ def render(info, model_desc, rows, max_memory) -> str:
         f"* Date: {when}; load average at start {m['load'][0]:.2f} / {m['load'][1]:.2f} / {m['load'][2]:.2f}",
         f"* Training run competing for the CPU: {competing}",
         f"* Model: {model_desc}",
-        f"* Score-map memory budget (--max-memory): {max_memory:g} GiB; tiles = score-map tiles used",
+        f"* Sizes: {', '.join(dict.fromkeys(r['size'] for r in rows))} (default {DEFAULT_SIZES}); "
+        f"score-map memory budget (--max-memory): {max_memory:g} GiB; tiles = score-map tiles used",
         "* One fresh process per row. Times in seconds (wall clock); peak RSS per stage in MiB (VmHWM reset before "
         "the stage). `load` (model load, session creation) is not part of `total` = read + score map + post + "
         "write.",
@@ -315,6 +325,8 @@ def targets(rows):
             d = by[(size, "onnx")]["dscore_x"]
             out.append(f"{size}: max |Δscore| {d:.2e} (target ≤ {TARGETS['dscore']:g}: "
                        f"{'met' if d <= TARGETS['dscore'] else 'missed'})")
+    if not any("x" in r["size"] for r in rows):
+        out.append("4000x3000 (≤ 60 s, ≤ 4 GiB): not run in this benchmark (see the sizes above)")
     for r in rows:
         if "x" in r["size"] and int(r["size"].split("x")[0]) * int(r["size"].split("x")[1]) >= 10**7:
             res = r["result"]
