@@ -52,7 +52,7 @@ train: setup dataset
 	$(PY) tools/train.py --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
 
 export: setup
-	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel --val data/patches/val/list.txt
+	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel --onnx --val data/patches/val/list.txt
 
 evaluate: setup
 	$(PY) tools/train.py --evaluate models/cnn_fusion.caffemodel --val data/patches/val/list.txt
