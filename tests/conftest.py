@@ -6,6 +6,8 @@ so CI can never silently skip them.
 import os
 from pathlib import Path
 
+os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's glog quiet unless asked (must precede `import caffe`)
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
