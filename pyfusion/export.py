@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from .data import sha256_file
+from .io import write_atomic
 from .train import PROTOTXT, caffe_version
 
 CONV_LAYERS = ("conv1", "conv2", "conv3")
@@ -67,10 +68,7 @@ def export_deploy(snapshot, out, *, train_val=PROTOTXT / "train_val.prototxt",
         "caffe": caffe_version(),
         **(extra or {}),
     }
-    side = Path(str(out) + ".json")
-    tmp = side.with_name(f".{side.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, side)
+    write_atomic(Path(str(out) + ".json"), json.dumps(meta, indent=2) + "\n")
     return meta
 
 

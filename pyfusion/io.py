@@ -263,6 +263,26 @@ def _umask() -> int:
     return mask
 
 
+def write_atomic(path, data) -> Path:
+    """Write ``data`` (str as UTF-8, or bytes) to ``path`` through a temporary file in the same directory and
+    :func:`os.replace`; on failure the temporary file is removed and ``path`` is untouched."""
+    p = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            fh.write(raw)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
+
+
 def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
     """Write an RGB or grayscale array atomically; the format follows the file extension.
 

@@ -26,12 +26,12 @@ References
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .constants import FC1_KERNEL
+from .io import write_atomic
 
 __all__ = ["read_caffemodel", "fold_head", "build_onnx", "export_onnx", "random_params", "set_deploy_params",
            "OPSET", "INPUT", "OUTPUT"]
@@ -209,12 +209,6 @@ def build_onnx(params: dict):
     return model
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def export_onnx(caffemodel, out, *, extra: dict | None = None) -> dict:
     """Write the folded ONNX model ``out`` from ``caffemodel`` and its side-car ``<out>.json``.
 
@@ -237,7 +231,7 @@ def export_onnx(caffemodel, out, *, extra: dict | None = None) -> dict:
     out = Path(out)
     model = build_onnx(read_caffemodel(caffemodel))
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, model.SerializeToString())
+    write_atomic(out, model.SerializeToString())
     meta = {
         "model": out.name,
         "sha256": sha256_file(out),
@@ -249,5 +243,5 @@ def export_onnx(caffemodel, out, *, extra: dict | None = None) -> dict:
         "source_sha256": sha256_file(caffemodel),
         **(extra or {}),
     }
-    _atomic_write(Path(str(out) + ".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(Path(str(out) + ".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta

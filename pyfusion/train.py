@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import time
@@ -99,15 +98,20 @@ def write_run_files(run: Path, cfg: TrainConfig, lr: float) -> Path:
     return path
 
 
+def snapshots(run, suffix: str = ".caffemodel") -> list[Path]:
+    """The run's ``snap_iter_N<suffix>`` files, oldest (smallest N) first."""
+    return sorted(Path(run).glob(f"snap_iter_*{suffix}"), key=lambda p: int(p.name[len("snap_iter_"):-len(suffix)]))
+
+
 def _latest_state(run: Path):
-    states = sorted(run.glob("snap_iter_*.solverstate"), key=lambda p: int(re.findall(r"_(\d+)\.solverstate", p.name)[0]))
+    states = snapshots(run, ".solverstate")
     return states[-1] if states else None
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from .io import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def validate(net, batches: int):
@@ -194,8 +198,7 @@ def train(run, cfg: TrainConfig | None = None, *, resume: bool = False, progress
 
     def snapshot():
         solver.snapshot()
-        for old_state in sorted(run.glob("snap_iter_*.solverstate"),
-                                key=lambda p: int(re.findall(r"_(\d+)\.", p.name)[0]))[:-2]:
+        for old_state in snapshots(run, ".solverstate")[:-2]:
             old_state.unlink()
             old_state.with_suffix(".caffemodel").unlink(missing_ok=True)
         state["iter"] = solver.iter

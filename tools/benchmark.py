@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -200,8 +199,9 @@ def resolve_model(arg, tmp: Path):
     elif net.MODEL_DEFAULT.is_file():
         model, desc = net.MODEL_DEFAULT, f"shipped {net.MODEL_DEFAULT.relative_to(ROOT)}"
     else:
-        snaps = sorted((ROOT / "runs" / "cpu").glob("snap_iter_*.caffemodel"),
-                       key=lambda p: int(re.findall(r"_(\d+)\.", p.name)[0]))
+        from pyfusion.train import snapshots
+
+        snaps = snapshots(ROOT / "runs" / "cpu")
         model = tmp / "model.caffemodel"
         if snaps:
             from pyfusion.export import export_deploy
@@ -372,10 +372,10 @@ def parent(args) -> int:
     text = render(info, model_desc, rows, args.max_memory)
     if args.out:
         out = Path(args.out)
+        from pyfusion.io import write_atomic
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_name(f".{out.name}.tmp")
-        tmp_out.write_text(text)
-        os.replace(tmp_out, out)
+        write_atomic(out, text)
         print(f"benchmark: wrote {out}")
     else:
         print(text)

@@ -13,13 +13,13 @@ model's path with the suffix ``.onnx``).
 """
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyfusion.export import export_deploy  # noqa: E402
+from pyfusion.train import snapshots  # noqa: E402
 
 
 def main(argv=None):
@@ -46,7 +46,7 @@ def main(argv=None):
     snap = args.snapshot
     if args.run:
         run = Path(args.run)
-        snaps = sorted(run.glob("snap_iter_*.caffemodel"), key=lambda p: int(re.findall(r"_(\d+)\.", p.name)[0]))
+        snaps = snapshots(run)
         if not snaps:
             print(f"export: error: no snapshot in {run}", file=sys.stderr)
             return 2

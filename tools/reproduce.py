@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pyfusion import fuse
-from pyfusion.io import read_image, write_image
+from pyfusion.io import read_image, write_atomic, write_image
 from pyfusion.reproduce import compare, survey_pairs
 
 
@@ -56,7 +56,7 @@ def main(argv=None):
         tqdm.write(f"{name}: PSNR {row['psnr_db']:.2f} dB, decision agreement {row['decision_agreement']:.4f}")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr_db", "decision_agreement", "recoverable_share")}
     result = {"config": vars(args), "mean": mean, "per_image": rows}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "results.json", json.dumps(result, indent=2) + "\n")
     print(f"reproduce: mean PSNR vs authors {mean['psnr_db']:.2f} dB, "
           f"mean decision agreement {mean['decision_agreement']:.4f} over {len(rows)} pairs")
     if args.doc:
@@ -67,9 +67,7 @@ def main(argv=None):
         lines.append(f"| **mean** | **{mean['psnr_db']:.2f}** | **{mean['decision_agreement']:.4f}** | "
                      f"{mean['recoverable_share']:.3f} | |")
         Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.doc).with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(args.doc)
+        write_atomic(args.doc, "\n".join(lines) + "\n")
     return 0
 
 

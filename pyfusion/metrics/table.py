@@ -17,13 +17,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io import write_atomic  # noqa: F401  (re-exported: tools/evaluate.py writes tables with it)
 from . import LOWER_IS_BETTER, METRICS
 
 __all__ = ["EvaluationError", "Case", "find_cases", "evaluate", "load_survey", "survey_means",
@@ -313,19 +312,3 @@ def render(results, fmt, survey=None, survey_methods=None):
         }
         return json.dumps(doc, indent=1, allow_nan=True) + "\n"
     raise EvaluationError(f"unknown output format {fmt!r} (use .md, .csv or .json)")
-
-
-def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
