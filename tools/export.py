@@ -62,12 +62,14 @@ def main(argv=None):
         return 2
     meta = export_deploy(snap, args.out, extra=extra)
     if args.val:
+        from pyfusion.io import write_atomic
         from pyfusion.train import evaluate
-        extra["validation"] = evaluate(args.out, args.val)
-        extra["validation"]["val_manifest"] = json.loads(
-            (Path(args.val).parent / "manifest.json").read_text()) if (Path(args.val).parent / "manifest.json").exists() else None
-        meta = export_deploy(snap, args.out, extra=extra)
-        print(f"export: validation accuracy {extra['validation']['accuracy']:.4f} on {extra['validation']['pairs']} pairs")
+
+        manifest = Path(args.val).parent / "manifest.json"
+        meta["validation"] = evaluate(args.out, args.val)
+        meta["validation"]["val_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else None
+        write_atomic(str(args.out) + ".json", json.dumps(meta, indent=2) + "\n")   # the side-car, now with the result
+        print(f"export: validation accuracy {meta['validation']['accuracy']:.4f} on {meta['validation']['pairs']} pairs")
     print(f"export: {args.out} sha256 {meta['sha256']} from {snap}")
     if args.onnx:
         return _onnx(args.out, Path(args.out).with_suffix(".onnx"))
