@@ -5,7 +5,10 @@ The convolutional twin of the siamese CNN ([1]_, Sec. 3.3.1) turns an H x W pair
 
 Backends
 --------
-``"onnx"`` (fast, the default when ``<model>.onnx`` exists and onnxruntime imports)
+``"winograd"`` (fastest on a CPU, the default when ``<model>.onnx`` exists and the C kernels are built)
+    :mod:`pyfusion.winograd`: the folded model's weights (read from the ONNX file) run by C kernels that compute
+    conv2 and conv3 with Winograd F(4x4, 3x3), ~4x fewer multiply-adds. Needs neither Caffe nor onnxruntime.
+``"onnx"`` (the default where the C kernels are not built but onnxruntime imports; CUDA where a GPU exists)
     :mod:`pyfusion.onnx_export`'s folded model run by ONNX Runtime: both sources in one batch of two, the
     fc1/fc2/softmax head folded into one 8x8 filter and a sigmoid. Needs no Caffe.
 ``"caffe"`` (the reference)
@@ -21,6 +24,8 @@ reads input rows ``[max(0, 2 i0 - 4), min(H, 2 i1 + 18))``; it starts on the str
 up) and keeps the scores ``i0 .. i1-1``. Inside the image a tile's zero padding only reaches its first and last
 two score rows, which are dropped; at the image border the tile edge *is* the image edge, so it gets exactly the
 whole image's zero padding (and Caffe's ceil-mode last pool window). The tile size comes from ``max_memory``.
+The winograd backend's tiles also start on its 4x4 Winograd tile grid (multiples of 8 input pixels) and reach
+further (:func:`winograd_exact_scores`), so its tiled scores are bit-identical too.
 
 References
 ----------
@@ -42,7 +47,7 @@ from .constants import FC1_KERNEL, PATCH, STRIDE
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_PROTOTXT = ROOT / "prototxt" / "deploy.prototxt"
 MODEL_DEFAULT = ROOT / "models" / "cnn_fusion.caffemodel"
-BACKENDS = ("onnx", "caffe")
+BACKENDS = ("winograd", "onnx", "caffe")
 
 #: Input rows a score row reaches above its patch (2i - HALO_BEFORE) and below it (2i + 15 + HALO_AFTER).
 HALO_BEFORE = 4
@@ -86,6 +91,16 @@ def onnx_bytes(h: int, w: int) -> int:
     return ONNX_BASE_BYTES + ONNX_BYTES_PER_PIXEL * h * w
 
 
+def winograd_bytes(h: int, w: int) -> int:
+    """Estimated peak memory (bytes) of the winograd backend on an ``h`` x ``w`` pair (both sources)."""
+    from . import winograd
+
+    return winograd.BASE_BYTES + winograd.BYTES_PER_PIXEL * h * w
+
+
+BYTES = {"winograd": winograd_bytes, "onnx": onnx_bytes, "caffe": caffe_bytes}
+
+
 def available_bytes() -> int:
     """Memory the process may use: MemAvailable from /proc/meminfo (fallback 4 GiB)."""
     try:
@@ -103,18 +118,46 @@ def default_max_memory() -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- tiling
-def _axis_tiles(n_img: int, n_score: int, tile: int) -> list[tuple[int, int, int, int]]:
+#: Input tile starts are multiples of this: the stride-2 grid, and for the winograd backend the 4x4 tile grid of
+#: conv2 (full resolution) and conv3 (half resolution), so that every Winograd tile is the whole image's.
+GRID = {"winograd": 8}
+
+
+def winograd_exact_scores(n: int) -> int:
+    """Leading scores of a winograd-backend tile of ``n`` input rows (ending inside the image) that are bit-identical
+    to whole-image inference (rows; columns alike).
+
+    A Winograd tile mixes all of its 6x6 input window in floating point, so an output is bit-identical only when
+    the whole window is: conv1 rows ``< n - 1`` (the last row sees the tile's zero padding); conv2 tiles
+    ``4t .. 4t+3`` that read conv1 rows ``4t - 1 .. 4t + 4 < n - 1``; the pooled rows of those; conv3 tiles read
+    pooled rows ``4t - 1 .. 4t + 4`` alike; a score ``i`` reads conv3 rows ``i .. i + 7``.
+    """
+    r2 = 4 * ((n - 6) // 4 + 1) if n >= 6 else 0          # exact conv2 rows
+    p2 = r2 // 2                                          # exact pooled rows
+    r3 = 4 * ((p2 - 5) // 4 + 1) if p2 >= 5 else 0        # exact conv3 rows
+    return max(0, r3 - FC1_KERNEL + 1)
+
+
+def _axis_tiles(n_img: int, n_score: int, tile: int, grid: int = STRIDE) -> list[tuple[int, int, int, int]]:
     """Tiles along one axis: ``(i0, i1, s, e)``: scores ``[i0, i1)`` computed from input ``[s, e)``."""
     out = []
     for i0 in range(0, n_score, tile):
         i1 = min(n_score, i0 + tile)
-        s = max(0, STRIDE * i0 - HALO_BEFORE)
-        e = min(n_img, STRIDE * (i1 - 1) + PATCH + HALO_AFTER)
+        if grid == STRIDE:
+            s = max(0, STRIDE * i0 - HALO_BEFORE)
+            e = min(n_img, STRIDE * (i1 - 1) + PATCH + HALO_AFTER)
+        else:  # winograd: the first 4 scores of a tile see its zero padding, and the end follows the tile grid
+            s = max(0, (STRIDE * i0 - 2 * HALO_BEFORE) // grid * grid)
+            e = STRIDE * (i1 - 1) + PATCH + HALO_AFTER
+            while e < n_img and winograd_exact_scores(e - s) < i1 - s // STRIDE:
+                e += 1
+            e = min(e, n_img)
         out.append((i0, i1, s, e))
     return out
 
 
-def tile_plan(h: int, w: int, tile: tuple[int, int]) -> list[tuple[slice, slice, slice, slice]]:
+def tile_plan(h: int, w: int, tile: tuple[int, int], *, backend: str | None = None
+              ) -> list[tuple[slice, slice, slice, slice]]:
     """Overlapping tiles of an ``h`` x ``w`` pair whose scores equal whole-image inference.
 
     Parameters
@@ -123,6 +166,9 @@ def tile_plan(h: int, w: int, tile: tuple[int, int]) -> list[tuple[slice, slice,
         Image size.
     tile : (int, int)
         Scores per tile (rows, columns), >= 1.
+    backend : str, optional
+        ``"winograd"``: starts on multiples of 8 and wider halos (see :func:`winograd_exact_scores`), so that
+        the scores are bit-identical there too. Others: starts on the stride-2 grid, a 4-pixel halo each side.
 
     Returns
     -------
@@ -132,24 +178,31 @@ def tile_plan(h: int, w: int, tile: tuple[int, int]) -> list[tuple[slice, slice,
     """
     sh, sw = score_shape(h, w)
     th, tw = max(1, int(tile[0])), max(1, int(tile[1]))
+    g = GRID.get(backend, STRIDE)
     return [(slice(r0, r1), slice(c0, c1), slice(rs, re), slice(cs, ce))
-            for r0, r1, rs, re in _axis_tiles(h, sh, th) for c0, c1, cs, ce in _axis_tiles(w, sw, tw)]
+            for r0, r1, rs, re in _axis_tiles(h, sh, th, g) for c0, c1, cs, ce in _axis_tiles(w, sw, tw, g)]
 
 
-def tiled_scores(a: np.ndarray, b: np.ndarray, run, tile: tuple[int, int]) -> np.ndarray:
+def tiled_scores(a: np.ndarray, b: np.ndarray, run, tile: tuple[int, int], *, backend: str | None = None
+                 ) -> np.ndarray:
     """Score map of (``a``, ``b``) assembled from ``run(a_tile, b_tile)`` over :func:`tile_plan` tiles."""
     h, w = a.shape
     out = np.empty(score_shape(h, w), np.float32)
-    for rows, cols, rin, cin in tile_plan(h, w, tile):
+    for rows, cols, rin, cin in tile_plan(h, w, tile, backend=backend):
         s = run(np.ascontiguousarray(a[rin, cin]), np.ascontiguousarray(b[rin, cin]))
         r0, c0 = rin.start // STRIDE, cin.start // STRIDE
         out[rows, cols] = s[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
     return out
 
 
-def input_extent(n_score_tile: int, n_img: int) -> int:
+def input_extent(n_score_tile: int, n_img: int, *, backend: str | None = None) -> int:
     """Input pixels one tile of ``n_score_tile`` scores reads along an axis of ``n_img`` pixels (at most)."""
-    return min(n_img, STRIDE * (n_score_tile - 1) + PATCH + HALO_BEFORE + HALO_AFTER)
+    if GRID.get(backend, STRIDE) == STRIDE:
+        return min(n_img, STRIDE * (n_score_tile - 1) + PATCH + HALO_BEFORE + HALO_AFTER)
+    n = STRIDE * n_score_tile + PATCH                     # worst case: 7 scores of halo before the first kept one
+    while n < n_img and winograd_exact_scores(n) < n_score_tile + 7:
+        n += 1
+    return min(n, n_img)
 
 
 def choose_tile(h: int, w: int, *, backend: str, max_memory: int) -> tuple[int, int]:
@@ -158,11 +211,11 @@ def choose_tile(h: int, w: int, *, backend: str, max_memory: int) -> tuple[int, 
     The whole image when it fits; else full-width strips if one strip row of 1+ scores fits; else square tiles.
     Never smaller than one score.
     """
-    need = caffe_bytes if backend == "caffe" else onnx_bytes
+    need = BYTES[backend]
     sh, sw = score_shape(h, w)
 
     def fits(th, tw):
-        return need(input_extent(th, h), input_extent(tw, w)) <= max_memory
+        return need(input_extent(th, h, backend=backend), input_extent(tw, w, backend=backend)) <= max_memory
 
     if fits(sh, sw):
         return sh, sw
@@ -264,11 +317,35 @@ def onnx_available() -> bool:
     return True
 
 
+def winograd_available() -> bool:
+    """Whether the winograd backend's C kernels are built and the ``onnx`` package (to read weights) imports."""
+    from . import winograd
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return winograd.available()
+
+
 def default_backend(model=None) -> str:
-    """``"onnx"`` when the ONNX model of ``model`` exists and onnxruntime imports, else ``"caffe"``."""
+    """The fastest backend that can run ``model`` here.
+
+    ``"winograd"`` when the ONNX model of ``model`` exists and the C kernels are built; else ``"onnx"`` when
+    onnxruntime imports (or a CUDA execution provider exists: then ONNX Runtime runs on the GPU); else
+    ``"caffe"``.
+    """
     model = Path(model or MODEL_DEFAULT)
-    if onnx_model_path(model).is_file() and onnx_available():
-        return "onnx"
+    if onnx_model_path(model).is_file():
+        if onnx_available():
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return "onnx"
+        if winograd_available():
+            return "winograd"
+        if onnx_available():
+            return "onnx"
     return "caffe"
 
 
@@ -311,6 +388,17 @@ def _onnx_runner(path: Path):
 
 
 @lru_cache(maxsize=4)
+def _winograd_net(path: str, mtime_ns: int, threads: int):
+    from . import winograd
+
+    return winograd.Net(winograd.load_params(path), threads=threads)
+
+
+def _winograd_runner(path: Path):
+    return _winograd_net(str(path), os.stat(path).st_mtime_ns, _threads())
+
+
+@lru_cache(maxsize=4)
 def _caffe_net(model: str, mtime: float):
     import caffe
 
@@ -341,9 +429,9 @@ def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> 
         Grayscale sources, float in [0, 1], same shape, H, W >= 16.
     model : path, optional
         Deploy caffemodel, or its ONNX export (default: the shipped ``models/cnn_fusion.caffemodel`` and
-        ``models/cnn_fusion.onnx``, checked by sha256). The ONNX backend uses ``<model>.onnx``.
-    backend : {"onnx", "caffe"}, optional
-        Inference backend (default :func:`default_backend`: ONNX Runtime when its model exists, else Caffe).
+        ``models/cnn_fusion.onnx``, checked by sha256). The winograd and ONNX backends use ``<model>.onnx``.
+    backend : {"winograd", "onnx", "caffe"}, optional
+        Inference backend (default :func:`default_backend`: the fastest that can run here).
     max_memory : int, optional
         Bytes the score-map stage may use (default :func:`default_max_memory`); picks the tile size.
     tile : (int, int), optional
@@ -367,10 +455,12 @@ def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> 
     if tile is None:
         budget = default_max_memory() if max_memory is None else int(max_memory)
         tile = choose_tile(h, w, backend=backend, max_memory=budget)
+    if backend == "winograd":
+        return tiled_scores(a, b, _winograd_runner(_check_onnx(model)), tile, backend=backend)
     if backend == "onnx":
-        return tiled_scores(a, b, _onnx_runner(_check_onnx(model)), tile)
+        return tiled_scores(a, b, _onnx_runner(_check_onnx(model)), tile, backend=backend)
     try:
-        return tiled_scores(a, b, _caffe_runner(check_model(caffe_model_path(model))), tile)
+        return tiled_scores(a, b, _caffe_runner(check_model(caffe_model_path(model))), tile, backend=backend)
     finally:
         # a smaller reshape releases nothing in Caffe: drop the cached net to free its buffers
         _caffe_net.cache_clear()

@@ -39,3 +39,12 @@ def caffe():
         _need(False, f"pycaffe not importable ({e}); run `make caffe`")
     _caffe.set_mode_cpu()
     return _caffe
+
+
+@pytest.fixture(scope="session")
+def winograd():
+    """pyfusion.winograd with its C kernels; skips (fails under CI) when they are not built (`pip install -e .`)."""
+    from pyfusion import winograd as _winograd
+
+    _need(_winograd.available(), "pyfusion._winograd C kernels not built; run `pip install -e .` (make venv)")
+    return _winograd

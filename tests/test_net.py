@@ -46,12 +46,16 @@ def _pair(h, w, seed=0):
 
 @pytest.mark.parametrize("h,w", SIZES + [(16, 16), (17, 200), (300, 19)])
 @pytest.mark.parametrize("tile", [(1, 1)] + TILES)
-def test_tile_plan_covers_every_score_once(h, w, tile):
+@pytest.mark.parametrize("backend", ["onnx", "winograd"])
+def test_tile_plan_covers_every_score_once(h, w, tile, backend):
     sh, sw = net.score_shape(h, w)
     hits = np.zeros((sh, sw), int)
-    for rows, cols, rin, cin in net.tile_plan(h, w, tile):
+    grid = net.GRID.get(backend, 2)
+    for rows, cols, rin, cin in net.tile_plan(h, w, tile, backend=backend):
         hits[rows, cols] += 1
-        assert rin.start % 2 == 0 and cin.start % 2 == 0          # pool windows stay on the stride-2 grid
+        assert rin.start % grid == 0 and cin.start % grid == 0    # pool windows (and Winograd tiles) on the grid
+        assert rin.stop - rin.start <= net.input_extent(tile[0], h, backend=backend)  # the memory model's bound
+        assert cin.stop - cin.start <= net.input_extent(tile[1], w, backend=backend)
         assert 0 <= rin.start < rin.stop <= h and 0 <= cin.start < cin.stop <= w
         th, tw = net.score_shape(rin.stop - rin.start, cin.stop - cin.start)
         assert rows.stop - rin.start // 2 <= th and cols.stop - cin.start // 2 <= tw
@@ -87,14 +91,14 @@ def test_caffe_tiles_equal_whole_image(caffe_model, h, w):
 
 
 def test_choose_tile_fits_the_budget():
-    for backend, est in (("onnx", net.onnx_bytes), ("caffe", net.caffe_bytes)):
+    for backend, est in net.BYTES.items():
         assert net.choose_tile(100, 80, backend=backend, max_memory=1 << 40) == net.score_shape(100, 80)
         last = None
         for mb in (1, 16, 64, 256, 1024):
             th, tw = net.choose_tile(4000, 3000, backend=backend, max_memory=mb << 20)
             assert th >= 1 and tw >= 1
             if th > 1 and tw > 1:
-                assert est(net.input_extent(th, 4000), net.input_extent(tw, 3000)) <= mb << 20
+                assert est(net.input_extent(th, 4000, backend=backend), net.input_extent(tw, 3000, backend=backend)) <= mb << 20
             if last is not None:
                 assert th * tw >= last[0] * last[1]
             last = th, tw
@@ -136,7 +140,7 @@ def test_fuse_passes_max_memory(onnx_model):
 
     a, b = _pair(90, 70, seed=4)
     r1 = pyfusion.fuse([a, b], model=onnx_model, backend="onnx")
-    r2 = pyfusion.fuse([a, b], model=onnx_model, max_memory=net.onnx_bytes(40, 40))
+    r2 = pyfusion.fuse([a, b], model=onnx_model, backend="onnx", max_memory=net.onnx_bytes(40, 40))
     assert np.abs(r1.score_map - r2.score_map).max() <= 1e-6
     assert np.array_equal(r1.fused, r2.fused)
     with pytest.raises(ValueError, match="not both"):

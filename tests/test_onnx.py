@@ -123,9 +123,12 @@ def test_side_car_and_checks(models, tmp_path):
         net.score_map(a, a, model=tmp_path / "rand.caffemodel", backend="onnx")
 
 
-def test_default_backend(models, tmp_path):
+def test_default_backend(models, tmp_path, monkeypatch):
+    fastest = "winograd" if net.winograd_available() else "onnx"
+    assert net.default_backend(models["caffemodel"]) == fastest
+    assert net.default_backend(models["onnx"]) == fastest
+    monkeypatch.setattr(net, "winograd_available", lambda: False)
     assert net.default_backend(models["caffemodel"]) == "onnx"
-    assert net.default_backend(models["onnx"]) == "onnx"
     lone = tmp_path / "lone.caffemodel"
     lone.write_bytes(models["caffemodel"].read_bytes())
     assert net.default_backend(lone) == "caffe"
