@@ -7,6 +7,8 @@
  *   wino_conv_relu  3x3 convolution, pad 1, + bias, ReLU (+ 2x2/2 ceil-mode max pool) by Winograd F(4x4, 3x3):
  *                   per 4x4 output tile V = B^T d B (6x6 input tile d), M_k = V_k U_k for the 36 points k
  *                   (U = G g G^T, transformed in Python), Y = A^T M A  [Lavin & Gray, CVPR 2016]
+ *   conv12_pool     conv1 (computed per block of tiles, never stored) -> conv2 -> pool: the fused trunk start
+ *   conv3_taps      conv3 -> the head's 1x1 tap products, per block of tiles (the conv3 map is never stored)
  *   gemm_packed     C (+)= A B with B packed in 16-column panels (the head's 512 -> 64 tap products)
  *   head_sum        score(i, j) = sigmoid(sum over the 64 taps (u, v) of taps[i + u, j + v, 8u + v])
  *
@@ -89,26 +91,33 @@ void gemm_packed(int M, int N, int K, const float *A, const float *Bp, float *C,
 }
 
 /* ------------------------------------------------------------------------------------------------ conv1 */
-/* out[H][W][C] = relu(b + sum_taps w[tap][c] * img[y + dy][x + dx]), zero padding; C a multiple of 8, <= 256. */
+/* o[C] = relu(b + sum_taps w[tap][c] * img[y + dy][x + dx]) (zero padding), or 0 outside the image. */
+static inline void conv1_pixel(const float *img, int H, int W, const float *w, const float *b, int C, int y, int x,
+                               float *o)
+{
+    v8 z = {0};
+    if (y < 0 || y >= H || x < 0 || x >= W) {
+        for (int c = 0; c < C; c += 8) ST(o + c, z);
+        return;
+    }
+    float px[9];
+    for (int t = 0; t < 9; t++) {
+        int yy = y + t / 3 - 1, xx = x + t % 3 - 1;
+        px[t] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? img[(long)yy * W + xx] : 0.0f;
+    }
+    for (int c = 0; c < C; c += 8) {
+        v8 s = LD(b + c);
+        for (int t = 0; t < 9; t++) s += px[t] * LD(w + t * C + c);
+        ST(o + c, vmax(s, z));
+    }
+}
+
+/* out[H][W][C]: conv1 + ReLU of the whole image; C a multiple of 8. */
 void conv1_relu(const float *img, int H, int W, const float *w, const float *b, int C, float *out, int nthreads)
 {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int y = 0; y < H; y++) {
-        for (int x = 0; x < W; x++) {
-            float px[9];
-            for (int t = 0; t < 9; t++) {
-                int yy = y + t / 3 - 1, xx = x + t % 3 - 1;
-                px[t] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? img[(long)yy * W + xx] : 0.0f;
-            }
-            float *o = out + ((long)y * W + x) * C;
-            for (int c = 0; c < C; c += 8) {
-                v8 s = LD(b + c);
-                for (int t = 0; t < 9; t++) s += px[t] * LD(w + t * C + c);
-                v8 z = {0};
-                ST(o + c, vmax(s, z));
-            }
-        }
-    }
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) conv1_pixel(img, H, W, w, b, C, y, x, out + ((long)y * W + x) * C);
 }
 
 /* ---------------------------------------------------------------------------------------------- Winograd */
@@ -151,9 +160,13 @@ static void input_transform(const float *in, int H, int W, int Cin, int y0, int 
     }
 }
 
-/* Y = A^T m A + bias, ReLU, for tile t of the block; written to out (rows y0.., cols x0..) or 2x2-pooled. */
+enum { OUT_MAP = 0, OUT_POOL = 1, OUT_BLOCK = 2 };
+
+/* Y = A^T m A + bias, ReLU, for tile t of the block (output rows y0.., cols x0..), stored by `kind`:
+ * OUT_MAP: out[H][W][Cout]; OUT_POOL: 2x2/2 ceil-mode max pool into out[ceil(H/2)][ceil(W/2)][Cout];
+ * OUT_BLOCK: out[4][4 NB][Cout], the block's 4 output rows (columns 4t..4t+3; those past W hold finite junk). */
 static void output_transform(const float *M, int Cout, int t, const float *bias, int H, int W, int y0, int x0,
-                             int pool, float *out)
+                             int kind, float *out)
 {
     long kstride = (long)NB * Cout;
     const float *m = M + (long)t * Cout;
@@ -180,9 +193,12 @@ static void output_transform(const float *M, int Cout, int t, const float *bias,
             y[i][3] = n12 + 8.0f * n34 + m5 + bv;
             for (int j = 0; j < 4; j++) y[i][j] = vmax(y[i][j], z);
         }
-        if (!pool) {
+        if (kind == OUT_MAP) {
             for (int i = 0; i < 4 && y0 + i < H; i++)
                 for (int j = 0; j < 4 && x0 + j < W; j++) ST(out + ((long)(y0 + i) * W + x0 + j) * Cout + ch, y[i][j]);
+        } else if (kind == OUT_BLOCK) {
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) ST(out + ((long)i * 4 * NB + 4 * t + j) * Cout + ch, y[i][j]);
         } else { /* 2x2/2 max pool, ceil mode: a window is clipped to the image (values are >= 0 after ReLU) */
             for (int pi = 0; pi < 2; pi++) {
                 int yy = y0 / 2 + pi;
@@ -202,13 +218,17 @@ static void output_transform(const float *M, int Cout, int t, const float *bias,
     }
 }
 
-/* 3x3 convolution (pad 1) + bias + ReLU (+ 2x2/2 ceil-mode max pool when pool != 0), HWC in and out.
- * U: transformed weights packed as [36][Cout/16][Cin][16]. Cin a multiple of 8, Cout of 16.
+/* One 3x3 convolution (pad 1) + bias + ReLU over all 4x4 tiles of an H x W map, a block of NB tiles at a time.
+ * Input: `in` [H][W][Cin], or, when `img` is given, conv1 of the single-channel image `img` computed per block
+ * (w1 [9][Cin], b1 [Cin]; the map of conv1 is never stored). Output by `kind`: OUT_MAP / OUT_POOL into `out`, or
+ * OUT_BLOCK: the head's tap products taps[y][x][KK] (+)= out(y, x) . head [Cout -> KK, packed], accumulating when
+ * acc != 0. U: transformed weights packed as [36][Cout/16][Cin][16]. Cin a multiple of 8, Cout and KK of 16.
  * Returns 0, or -1 when a work buffer could not be allocated. */
-int wino_conv_relu(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias, int pool,
-                   float *out, int nthreads)
+static int wino_core(const float *in, const float *img, const float *w1, const float *b1, int H, int W, int Cin,
+                     int Cout, const float *U, const float *bias, int kind, float *out, const float *head, int KK,
+                     int acc, int nthreads)
 {
-    int Th = (H + 3) / 4, Tw = (W + 3) / 4, nbx = (Tw + NB - 1) / NB;
+    int Th = (H + 3) / 4, Tw = (W + 3) / 4, nbx = (Tw + NB - 1) / NB, XW = 4 * NB + 2;
     long jobs = (long)Th * nbx;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
@@ -216,26 +236,75 @@ int wino_conv_relu(const float *in, int H, int W, int Cin, int Cout, const float
         float *V = aligned_alloc(64, sizeof(float) * 36 * NB * Cin);
         float *M = aligned_alloc(64, sizeof(float) * 36 * NB * Cout);
         float *zero = calloc(Cin, sizeof(float));
-        if (!V || !M || !zero) {
+        float *X = img ? aligned_alloc(64, sizeof(float) * 6 * XW * Cin) : NULL;
+        float *Z = kind == OUT_BLOCK ? aligned_alloc(64, sizeof(float) * 4 * 4 * NB * Cout) : NULL;
+        float *T = kind == OUT_BLOCK ? aligned_alloc(64, sizeof(float) * 4 * NB * KK) : NULL;
+        if (!V || !M || !zero || (img && !X) || (kind == OUT_BLOCK && (!Z || !T))) {
 #pragma omp atomic write
             failed = 1;
         } else {
             memset(V, 0, sizeof(float) * 36 * NB * Cin);
+            if (Z) memset(Z, 0, sizeof(float) * 4 * 4 * NB * Cout);
 #pragma omp for schedule(dynamic, 1)
             for (long job = 0; job < jobs; job++) {
                 int ti = (int)(job / nbx), j0 = (int)(job % nbx) * NB;
                 int nb = Tw - j0 < NB ? Tw - j0 : NB, rows = (nb + 5) / 6 * 6;
-                for (int t = 0; t < nb; t++) input_transform(in, H, W, Cin, 4 * ti - 1, 4 * (j0 + t) - 1, zero, V, t);
+                if (img) { /* conv1 rows 4ti-1 .. 4ti+4, columns 4j0-1 .. 4(j0+nb): the blocks' input windows */
+                    int xw = 4 * nb + 2;
+                    for (int r = 0; r < 6; r++)
+                        for (int c = 0; c < xw; c++)
+                            conv1_pixel(img, H, W, w1, b1, Cin, 4 * ti - 1 + r, 4 * j0 - 1 + c, X + ((long)r * xw + c) * Cin);
+                    for (int t = 0; t < nb; t++) input_transform(X, 6, xw, Cin, 0, 4 * t, zero, V, t);
+                } else {
+                    for (int t = 0; t < nb; t++) input_transform(in, H, W, Cin, 4 * ti - 1, 4 * (j0 + t) - 1, zero, V, t);
+                }
                 for (int k = 0; k < 36; k++)
                     gemm6(rows, Cout, Cin, V + (long)k * NB * Cin, U + (long)k * Cin * Cout, M + (long)k * NB * Cout, 0);
-                for (int t = 0; t < nb; t++) output_transform(M, Cout, t, bias, H, W, 4 * ti, 4 * (j0 + t), pool, out);
+                for (int t = 0; t < nb; t++)
+                    output_transform(M, Cout, t, bias, H, W, 4 * ti, 4 * (j0 + t), kind, kind == OUT_BLOCK ? Z : out);
+                if (kind == OUT_BLOCK) { /* the head's 1x1 products of the block's rows, added to the tap maps */
+                    int x0 = 4 * j0, n = W - x0 < 4 * nb ? W - x0 : 4 * nb, nr = (n + 5) / 6 * 6;
+                    for (int i = 0; i < 4 && 4 * ti + i < H; i++) {
+                        gemm6(nr, KK, Cout, Z + (long)i * 4 * NB * Cout, head, T, 0);
+                        float *o = out + ((long)(4 * ti + i) * W + x0) * KK;
+                        if (acc)
+                            for (long q = 0; q < (long)n * KK; q++) o[q] += T[q];
+                        else
+                            memcpy(o, T, sizeof(float) * n * KK);
+                    }
+                }
             }
         }
         free(V);
         free(M);
         free(zero);
+        free(X);
+        free(Z);
+        free(T);
     }
     return failed ? -1 : 0;
+}
+
+/* 3x3 convolution (pad 1) + bias + ReLU (+ 2x2/2 ceil-mode max pool when pool != 0) of a map, HWC in and out. */
+int wino_conv_relu(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias, int pool,
+                   float *out, int nthreads)
+{
+    return wino_core(in, NULL, NULL, NULL, H, W, Cin, Cout, U, bias, pool ? OUT_POOL : OUT_MAP, out, NULL, 0, 0,
+                     nthreads);
+}
+
+/* conv1 + ReLU + conv2 + ReLU + 2x2/2 max pool of a single-channel image, without storing the conv1 map. */
+int conv12_pool(const float *img, int H, int W, const float *w1, const float *b1, int C1, int C2, const float *U,
+                const float *bias, float *out, int nthreads)
+{
+    return wino_core(NULL, img, w1, b1, H, W, C1, C2, U, bias, OUT_POOL, out, NULL, 0, 0, nthreads);
+}
+
+/* conv3 + ReLU of a map, multiplied straight into the head's tap maps taps[H][W][KK] (+= when acc != 0). */
+int conv3_taps(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias,
+               const float *head, int KK, int acc, float *taps, int nthreads)
+{
+    return wino_core(in, NULL, NULL, NULL, H, W, Cin, Cout, U, bias, OUT_BLOCK, taps, head, KK, acc, nthreads);
 }
 
 /* ------------------------------------------------------------------------------------------------- head */

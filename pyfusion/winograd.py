@@ -4,13 +4,16 @@ The same net as the ONNX model (:mod:`pyfusion.onnx_export`: conv1 -> ReLU -> co
 conv3 -> ReLU per source, then the folded 8x8 head and a sigmoid), computed by the C kernels of
 ``pyfusion/_winograd.c``:
 
-* conv1 (1 -> 64 channels) directly;
 * conv2 and conv3 (3x3, pad 1) by Winograd's minimal filtering F(4x4, 3x3) [2]_: 36 multiplications per
   4x4 output tile and channel pair instead of 144, so ~4x fewer multiply-adds than a direct convolution.
   Input tiles are transformed, multiplied by the transformed filters ``U = G g G^T`` (computed here once, in
   float64) with a register-blocked 6x16 kernel, transformed back, biased, rectified and (after conv2) max-pooled
   in one pass over each block of tiles, so the transformed data stays in cache;
-* the head as the 512 -> 64 tap products and a shifted sum of the 64 tap maps, as in the ONNX model.
+* conv1 (1 -> 64 channels) directly, inside conv2's blocks (its map is never stored), and conv3's output
+  straight into the head's 256 -> 64 tap products (nor is its map): only the pooled conv2 map and the tap maps
+  are kept, ~200 bytes per input pixel;
+* the head as those tap products (source A's plus source B's) and a shifted sum of the 64 tap maps, as in the
+  ONNX model, then a sigmoid.
 
 Winograd's transforms change float32 rounding, not the function: tests check the scores against the Caffe twin
 and ONNX Runtime (within 1e-4). Each output is computed by one thread in a fixed order, so the scores do not
@@ -33,9 +36,9 @@ import numpy as np
 
 __all__ = ["available", "load_params", "transform_filter", "pack_panels", "Net", "BYTES_PER_PIXEL"]
 
-#: Peak bytes per input pixel of a tile (measured 367-446 B/px on 300^2..2000x1500 pairs; both sources: conv1 and pooled conv2 maps of one source, conv3 map and
-#: the head's tap maps), and a fixed allowance for the per-thread tile buffers.
-BYTES_PER_PIXEL = 480
+#: Peak bytes per input pixel of a tile: the pooled conv2 map (128 B/px) and the head's tap maps (64 B/px), both
+#: kept for the pair (measured: 99-192 B/px on 300^2..4000x3000 pairs); a fixed allowance for the per-thread buffers.
+BYTES_PER_PIXEL = 200
 BASE_BYTES = 32 << 20
 
 # Winograd F(4x4, 3x3) filter transform (points 0, +-1, +-2, infinity) [2]_.
@@ -54,6 +57,10 @@ def _lib():
     lib.conv1_relu.argtypes = [p, i, i, p, p, i, p, i]
     lib.wino_conv_relu.argtypes = [p, i, i, i, i, p, p, i, p, i]
     lib.wino_conv_relu.restype = i
+    lib.conv12_pool.argtypes = [p, i, i, p, p, i, i, p, p, p, i]
+    lib.conv12_pool.restype = i
+    lib.conv3_taps.argtypes = [p, i, i, i, i, p, p, p, i, i, p, i]
+    lib.conv3_taps.restype = i
     lib.gemm_packed.argtypes = [i, i, i, p, p, p, i, i]
     lib.head_sum.argtypes = [p, i, i, i, p, i]
     return lib
@@ -153,7 +160,31 @@ class Net:
         return x
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Score map ``(ceil(H/2) - 7, ceil(W/2) - 7)`` float32 of the pair (``a``, ``b``)."""
+        """Score map ``(ceil(H/2) - 7, ceil(W/2) - 7)`` float32 of the pair (``a``, ``b``).
+
+        Fused: conv1 is computed per block of tiles inside conv2 (:c:func:`conv12_pool`) and conv3's output goes
+        straight into the head's tap products (:c:func:`conv3_taps`), so only the pooled conv2 map (reused for
+        both sources) and the tap maps are stored. Bit-identical to :meth:`scores_unfused`.
+        """
+        lib, n = self.lib, self.threads
+        h, w = a.shape
+        hp, wp = (h + 1) // 2, (w + 1) // 2
+        (c1, c2, u2, b2), (_, c3, u3, b3) = self.convs
+        pooled = np.empty((hp, wp, c2), np.float32)
+        taps = np.empty((hp, wp, self.kk), np.float32)
+        for i, (img, head) in enumerate(zip((a, b), self.head)):
+            img = np.ascontiguousarray(img, np.float32)
+            if lib.conv12_pool(_ptr(img), h, w, _ptr(self.w1), _ptr(self.b1), c1, c2, _ptr(u2), _ptr(b2),
+                               _ptr(pooled), n) or \
+               lib.conv3_taps(_ptr(pooled), hp, wp, c2, c3, _ptr(u3), _ptr(b3), _ptr(head), self.kk, i,
+                              _ptr(taps), n):
+                raise MemoryError("winograd backend: could not allocate its tile buffers")
+        out = np.empty((hp - self.k + 1, wp - self.k + 1), np.float32)
+        lib.head_sum(_ptr(taps), hp, wp, self.k, _ptr(out), n)
+        return out
+
+    def scores_unfused(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The score map layer by layer (:meth:`features`, then the head products): a check on the fused path."""
         taps = None
         for i, (img, head) in enumerate(zip((a, b), self.head)):
             f = self.features(img)

@@ -92,6 +92,13 @@ def test_matches_onnx_runtime(rand_onnx, rand_net, h, w):
     assert np.abs(got - ref).max() <= 1e-5
 
 
+@pytest.mark.parametrize("h,w", SIZES)
+def test_fused_equals_layer_by_layer(rand_net, h, w):
+    """conv1 inside conv2's blocks and conv3 into the head products: the same arithmetic as layer by layer."""
+    a, b = _pair(h, w, seed=2 * h + w)
+    assert np.array_equal(rand_net(a, b), rand_net.scores_unfused(a, b))
+
+
 def test_thread_count_does_not_change_scores(winograd, rand_onnx, rand_net):
     a, b = _pair(97, 130, seed=7)
     one = winograd.Net(winograd.load_params(rand_onnx), threads=1)(a, b)
