@@ -56,10 +56,18 @@ def _patch_ranges(n: int, count: int, patch: int, stride: int):
     return lo, hi
 
 
+def _distinct(lo: np.ndarray, hi: np.ndarray):
+    """The distinct ``(lo, hi)`` pairs (as two arrays) and how many positions have each (``lo``, ``hi`` ascend,
+    so equal pairs are adjacent)."""
+    pairs, inverse = np.unique(np.stack([lo, hi]), axis=1, return_inverse=True)
+    return (pairs[0], pairs[1]), np.bincount(inverse.reshape(-1), minlength=pairs.shape[1])
+
+
 def focus_map(scores: np.ndarray, shape, *, patch: int = PATCH, stride: int = STRIDE) -> np.ndarray:
     """Focus map: each pixel's average score over all ``patch x patch`` patches (stride ``stride``) covering it.
 
-    O(pixels): a summed-area table of the score map gives each pixel's patch-sum in four look-ups.
+    O(pixels): a summed-area table of the score map gives each pixel's patch-sum in four look-ups (done once per
+    distinct pair of row and column patch ranges).
 
     Parameters
     ----------
@@ -92,14 +100,18 @@ def focus_map(scores: np.ndarray, shape, *, patch: int = PATCH, stride: int = ST
     np.cumsum(np.cumsum(s, axis=0), axis=1, out=sat[1:, 1:])
     r0, r1 = _patch_ranges(h, s.shape[0], patch, stride)
     c0, c1 = _patch_ranges(w, s.shape[1], patch, stride)
-    total = (sat[r1][:, c1] - sat[r0][:, c1] - sat[r1][:, c0] + sat[r0][:, c0])
-    count = np.outer(r1 - r0, c1 - c0).astype(np.float64)
     rows = int(np.count_nonzero(r1 > r0))  # covered pixels form a top-left rectangle
     cols = int(np.count_nonzero(c1 > c0))
     if rows == 0 or cols == 0:
         raise ValueError(f"score map {s.shape} covers no pixel of a {h}x{w} image")
+    # pixels with the same patch ranges (pairs of rows / columns at stride 2) have the same value: compute each
+    # distinct (row range, column range) once, then spread it to its pixels
+    (a0, a1), rrep = _distinct(r0[:rows], r1[:rows])
+    (b0, b1), crep = _distinct(c0[:cols], c1[:cols])
+    total = sat[a1][:, b1] - sat[a0][:, b1] - sat[a1][:, b0] + sat[a0][:, b0]
+    mean = total / np.outer(a1 - a0, b1 - b0).astype(np.float64)
     out = np.empty((h, w))
-    out[:rows, :cols] = total[:rows, :cols] / count[:rows, :cols]
+    out[:rows, :cols] = np.repeat(np.repeat(mean, rrep, axis=0), crep, axis=1)
     out[rows:, :cols] = out[rows - 1, :cols]
     out[:, cols:] = out[:, cols - 1:cols]
     return out

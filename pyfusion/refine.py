@@ -16,6 +16,8 @@ References
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
@@ -114,8 +116,32 @@ def remove_small_regions(binary: np.ndarray, *, area: int | None = None,
     return (~kept_zeros).astype(np.float64)
 
 
+def _box_sum_axis(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Sums over ``[i - r, i + r]`` along ``axis``, clipped at the ends: differences of one cumulative sum."""
+    n, r = x.shape[axis], radius
+    c = np.cumsum(x, axis=axis)
+    out = np.empty_like(c)
+
+    def part(a, b):
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(a, b)
+        return tuple(idx)
+
+    a = min(r + 1, n)                 # i < a: the window starts at 0
+    b = max(n - r - 1, a)             # i >= b: the window ends at n - 1
+    k = min(a, max(n - r, 0))         # i < k: the window ends at i + r
+    out[part(0, k)] = c[part(r, r + k)]
+    out[part(k, a)] = c[part(n - 1, n)]
+    out[part(a, b)] = c[part(a + r, b + r)] - c[part(a - r - 1, b - r - 1)]
+    out[part(b, n)] = c[part(n - 1, n)] - c[part(b - r - 1, n - r - 1)]
+    return out
+
+
 def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
     """Sum over the ``(2r+1) x (2r+1)`` window around each pixel, clipped at the borders (cumulative sums, O(1)).
+
+    The same differences of cumulative sums, in the same order, as ``boxfilter.m`` of [1]_ (columns, then rows),
+    taken as slices: O(pixels), no index arrays.
 
     References
     ----------
@@ -123,15 +149,7 @@ def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
        (``boxfilter.m``).
     """
     x = np.asarray(x, dtype=np.float64)
-    out = x
-    for axis in (0, 1):
-        n = out.shape[axis]
-        c = np.concatenate([np.zeros_like(out.take([0], axis=axis)), np.cumsum(out, axis=axis)], axis=axis)
-        idx = np.arange(n)
-        hi = np.minimum(idx + radius + 1, n)
-        lo = np.maximum(idx - radius, 0)
-        out = c.take(hi, axis=axis) - c.take(lo, axis=axis)
-    return out
+    return _box_sum_axis(_box_sum_axis(x, radius, 0), radius, 1)
 
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
@@ -181,10 +199,14 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int = GF_RADIUS
         raise ValueError(f"guide {I.shape} and input {p.shape} must be 2-D arrays of the same shape")
     if radius < 0 or not eps > 0:
         raise ValueError(f"guided filter needs radius >= 0 and eps > 0, got r={radius}, eps={eps}")
-    mean_I = box_mean(I, radius)
-    mean_p = box_mean(p, radius)
-    cov_Ip = box_mean(I * p, radius) - mean_I * mean_p
-    var_I = box_mean(I * I, radius) - mean_I * mean_I
-    a = cov_Ip / (var_I + eps)
-    b = mean_p - a * mean_I
-    return box_mean(a, radius) * I + box_mean(b, radius)
+    # the box means of each step are independent: run them in threads (numpy releases the GIL in them)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        mean_I, mean_p, corr_Ip, corr_II = pool.map(lambda x: box_mean(x, radius), (I, p, I * p, I * I))
+        cov_Ip = corr_Ip - mean_I * mean_p
+        var_I = corr_II - mean_I * mean_I
+        del corr_Ip, corr_II
+        a = cov_Ip / (var_I + eps)
+        b = mean_p - a * mean_I
+        del cov_Ip, var_I, mean_I, mean_p
+        mean_a, mean_b = pool.map(lambda x: box_mean(x, radius), (a, b))
+    return mean_a * I + mean_b

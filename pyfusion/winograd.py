@@ -39,7 +39,7 @@ __all__ = ["available", "load_params", "transform_filter", "pack_panels", "Net",
 #: Peak bytes per input pixel of a tile: the pooled conv2 map (128 B/px) and the head's tap maps (64 B/px), both
 #: kept for the pair (measured: 99-192 B/px on 300^2..4000x3000 pairs); a fixed allowance for the per-thread buffers.
 BYTES_PER_PIXEL = 200
-BASE_BYTES = 32 << 20
+BASE_BYTES = 4 << 20
 
 # Winograd F(4x4, 3x3) filter transform (points 0, +-1, +-2, infinity) [2]_.
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],

@@ -1,4 +1,5 @@
 """pyfusion.net: tiles identical to whole-image inference (both backends), memory-bounded tiling, backends agree."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_choose_tile_fits_the_budget():
                 assert th * tw >= last[0] * last[1]
             last = th, tw
         # a narrow image gets full-width strips
-        th, tw = net.choose_tile(5000, 40, backend=backend, max_memory=128 << 20)
+        th, tw = net.choose_tile(5000, 40, backend=backend, max_memory=est(5000, 40) // 2)
         assert tw == net.score_shape(5000, 40)[1] and th < net.score_shape(5000, 40)[0]
 
 
@@ -115,23 +116,27 @@ def test_max_memory_tiles_and_keeps_scores(onnx_model):
     assert np.abs(net.score_map(a, b, model=onnx_model, backend="onnx", max_memory=small) - whole).max() <= 1e-6
 
 
-def test_peak_memory_follows_max_memory(onnx_model):
+@pytest.mark.parametrize("backend", ["onnx", "winograd"])
+def test_peak_memory_follows_max_memory(onnx_model, backend):
     """A 800 x 600 pair within a 32 MiB budget: the peak RSS grows by about the budget, not the image."""
+    if backend == "winograd" and not net.winograd_available():
+        pytest.fail("winograd C kernels not built") if os.environ.get("CI") == "true" else pytest.skip("not built")
     code = f"""
 import numpy as np
 from pyfusion import net
 def hwm():
     return next(int(l.split()[1]) << 10 for l in open('/proc/self/status') if l.startswith('VmHWM'))
 a = np.random.default_rng(0).random((800, 600), dtype=np.float32); b = a[::-1].copy()
-net.score_map(a[:64, :64], b[:64, :64], model={str(onnx_model)!r}, backend='onnx')
+net.score_map(a[:64, :64], b[:64, :64], model={str(onnx_model)!r}, backend={backend!r})
 before = hwm()
-s = net.score_map(a, b, model={str(onnx_model)!r}, backend='onnx', max_memory=32 << 20)
+s = net.score_map(a, b, model={str(onnx_model)!r}, backend={backend!r}, max_memory=32 << 20)
 print((hwm() - before) >> 20, s.shape)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert r.returncode == 0, r.stderr
     grew = int(r.stdout.split()[0])
-    whole = net.onnx_bytes(800, 600) >> 20                          # ~0.7 GiB without tiling
+    whole = net.BYTES[backend](800, 600) >> 20                      # without tiling: ~0.7 GiB onnx, ~0.1 winograd
+    assert net.choose_tile(800, 600, backend=backend, max_memory=32 << 20) < net.score_shape(800, 600)
     assert grew <= 32 + 16, f"peak RSS grew by {grew} MiB for a 32 MiB budget (whole image: {whole} MiB)"
 
 

@@ -105,6 +105,8 @@ def child(args) -> int:
     box = {}
 
     def score_fn(a, b):
+        t0 = time.perf_counter()
+        box["prep"], box["prep_peak"] = t0 - box["fuse_start"], _hwm()
         _hwm_reset()
         t0 = time.perf_counter()
         s = net.score_map(a, b, model=model, backend=args.backend, max_memory=max_memory)
@@ -113,7 +115,10 @@ def child(args) -> int:
         box["post_start"] = time.perf_counter()
         return s
 
+    _hwm_reset()
+    box["fuse_start"] = time.perf_counter()
     result = fuse(imgs, score_fn=score_fn)
+    stages["prep"], peaks["prep"] = box["prep"], box["prep_peak"]
     stages["score_map"], peaks["score_map"] = box["score"], box["score_peak"]
     stages["post"], peaks["post"] = time.perf_counter() - box["post_start"], _hwm()
     _hwm_reset()
@@ -283,27 +288,28 @@ def render(info, model_desc, rows, max_memory) -> str:
         f"* Sizes: {', '.join(dict.fromkeys(r['size'] for r in rows))} (default {DEFAULT_SIZES}); "
         f"score-map memory budget (--max-memory): {max_memory:g} GiB; tiles = score-map tiles used",
         "* One fresh process per row. Times in seconds (wall clock); peak RSS per stage in MiB (VmHWM reset before "
-        "the stage). `load` (model load, session creation) is not part of `total` = read + score map + post + "
-        "write.",
+        "the stage). `prep`: sources to [0, 1] floats and grayscale. `load` (model load, session creation, a "
+        "32x32 warm-up) is not part of `total` = read + prep + score map + post + write.",
         "",
-        "| size | input | backend | tiles | load | read | score map | post | write | total | "
-        "peak RSS read / score / post / write | max |Δscore| | score-map speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | input | backend | tiles | load | read | prep | score map | post | write | total | "
+        "peak RSS read / prep / score / post / write | max |Δscore| | score-map speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         res = r["result"]
         if "error" in res:
-            lines.append(f"| {r['size']} | {r['desc']} | {r['backend']} | – | – | – | – | – | – | "
+            lines.append(f"| {r['size']} | {r['desc']} | {r['backend']} | – | – | – | – | – | – | – | "
                          f"{res['error']} | – | – | – |")
             continue
         s, p = res["stages"], res["peaks"]
-        total = s["read"] + s["score_map"] + s["post"] + s["write"]
+        total = s["read"] + s["prep"] + s["score_map"] + s["post"] + s["write"]
         tile = res["tile"]
         lines.append(
             f"| {r['size']} | {r['desc']} | {r['backend']} | {res['tiles']} ({tile[0]}x{tile[1]}) | "
-            f"{_fmt_s(s['load'])} | {_fmt_s(s['read'])} | {_fmt_s(s['score_map'])} | {_fmt_s(s['post'])} | "
-            f"{_fmt_s(s['write'])} | **{_fmt_s(total)}** | "
-            f"{_mib(p['read'])} / {_mib(p['score_map'])} / {_mib(p['post'])} / {_mib(p['write'])} | "
+            f"{_fmt_s(s['load'])} | {_fmt_s(s['read'])} | {_fmt_s(s['prep'])} | {_fmt_s(s['score_map'])} | "
+            f"{_fmt_s(s['post'])} | {_fmt_s(s['write'])} | **{_fmt_s(total)}** | "
+            f"{_mib(p['read'])} / {_mib(p['prep'])} / {_mib(p['score_map'])} / {_mib(p['post'])} / "
+            f"{_mib(p['write'])} | "
             f"{r.get('dscore', '–')} | {r.get('speedup', '–')} |")
     lines += ["", "## Targets", ""]
     for text in targets(rows):
@@ -318,7 +324,7 @@ def targets(rows):
 
     def total(r):
         s = r["result"]["stages"]
-        return s["read"] + s["score_map"] + s["post"] + s["write"]
+        return s["read"] + s["prep"] + s["score_map"] + s["post"] + s["write"]
 
     fast = [b for b in dict.fromkeys(r["backend"] for r in rows) if b != "caffe"]
     for b in fast:
