@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("-o", "--output", required=True, type=Path, help="fused image (format from the extension)")
     p.add_argument("--maps", type=Path, metavar="DIR", help="also write the score/focus/binary/cleaned/decision maps")
     p.add_argument("--model", type=Path, help="deploy caffemodel (default: the shipped models/cnn_fusion.caffemodel)")
-    p.add_argument("--backend", help="inference backend (see pyfusion.net.BACKENDS)")
+    p.add_argument("--backend", help="inference backend: winograd (fastest on a CPU), onnx (ONNX Runtime, CUDA where "
+                   "present) or caffe (the reference); default: the fastest available")
     p.add_argument("--max-memory", type=float, metavar="GB",
                    help="memory for the score map in GB (tiles the pair; default: a fraction of the free memory)")
     p.add_argument("--region-ratio", type=float, default=REGION_RATIO, metavar="R",
