@@ -138,10 +138,10 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
     return np.asarray(a, dtype=np.float64) * w + np.asarray(b, dtype=np.float64) * (1.0 - w)
 
 
-def _net_score_fn(model, backend, max_memory=None) -> Callable:
+def _net_score_fn(model, backend, max_memory=None, progress=False) -> Callable:
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
-    kw = {} if max_memory is None else {"max_memory": max_memory}
+    kw = {"progress": progress} if max_memory is None else {"max_memory": max_memory, "progress": progress}
 
     def score(a, b):
         return net.score_map(a, b, model=model, backend=backend, **kw)
@@ -182,7 +182,7 @@ def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, region_ratio, gf_radiu
 
 def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
          gf_eps: float = GF_EPS, threshold: float = THRESHOLD, score_fn: Callable | None = None,
-         max_memory: int | None = None) -> FusionResult:
+         max_memory: int | None = None, progress: bool = False) -> FusionResult:
     """Fuse two or more multi-focus images with the CNN method of Liu et al. (2017).
 
     Parameters
@@ -210,6 +210,8 @@ def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO
     max_memory : int, optional
         Bytes the score-map stage may use; ``pyfusion.net.score_map`` tiles the pair to fit (default: the net
         module's, a fraction of the available memory). Not combined with ``score_fn``.
+    progress : bool, optional
+        Show a progress bar over the score-map tiles (stderr) when the pair is tiled.
 
     Returns
     -------
@@ -240,7 +242,7 @@ def fuse(images, *, model=None, backend=None, region_ratio: float = REGION_RATIO
     arrays = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
     arrays = validate_images(arrays, names=names)
     if score_fn is None:
-        score_fn = _net_score_fn(model, backend, max_memory)
+        score_fn = _net_score_fn(model, backend, max_memory, progress)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
     dtype = arrays[0].dtype

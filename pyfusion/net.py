@@ -183,12 +183,20 @@ def tile_plan(h: int, w: int, tile: tuple[int, int], *, backend: str | None = No
             for r0, r1, rs, re in _axis_tiles(h, sh, th, g) for c0, c1, cs, ce in _axis_tiles(w, sw, tw, g)]
 
 
-def tiled_scores(a: np.ndarray, b: np.ndarray, run, tile: tuple[int, int], *, backend: str | None = None
-                 ) -> np.ndarray:
-    """Score map of (``a``, ``b``) assembled from ``run(a_tile, b_tile)`` over :func:`tile_plan` tiles."""
+def tiled_scores(a: np.ndarray, b: np.ndarray, run, tile: tuple[int, int], *, backend: str | None = None,
+                 progress: bool = False) -> np.ndarray:
+    """Score map of (``a``, ``b``) assembled from ``run(a_tile, b_tile)`` over :func:`tile_plan` tiles.
+
+    ``progress``: a tqdm bar over the tiles (on stderr) when there is more than one.
+    """
     h, w = a.shape
     out = np.empty(score_shape(h, w), np.float32)
-    for rows, cols, rin, cin in tile_plan(h, w, tile, backend=backend):
+    plan = tile_plan(h, w, tile, backend=backend)
+    if progress and len(plan) > 1:
+        from tqdm import tqdm
+
+        plan = tqdm(plan, desc=f"score map ({backend or 'net'})", unit="tile")
+    for rows, cols, rin, cin in plan:
         s = run(np.ascontiguousarray(a[rin, cin]), np.ascontiguousarray(b[rin, cin]))
         r0, c0 = rin.start // STRIDE, cin.start // STRIDE
         out[rows, cols] = s[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
@@ -420,7 +428,7 @@ def _caffe_runner(model: Path):
     return run
 
 
-def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> np.ndarray:
+def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None, progress=False) -> np.ndarray:
     """Score map of the pair (``a``, ``b``): P(source A in focus) for every 16x16 patch at stride 2.
 
     Parameters
@@ -436,6 +444,8 @@ def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> 
         Bytes the score-map stage may use (default :func:`default_max_memory`); picks the tile size.
     tile : (int, int), optional
         Scores per tile (rows, columns), overriding ``max_memory``.
+    progress : bool, optional
+        Show a progress bar over the tiles (stderr) when the pair is tiled.
 
     Returns
     -------
@@ -455,12 +465,13 @@ def score_map(a, b, *, model=None, backend=None, max_memory=None, tile=None) -> 
     if tile is None:
         budget = default_max_memory() if max_memory is None else int(max_memory)
         tile = choose_tile(h, w, backend=backend, max_memory=budget)
+    opts = dict(backend=backend, progress=progress)
     if backend == "winograd":
-        return tiled_scores(a, b, _winograd_runner(_check_onnx(model)), tile, backend=backend)
+        return tiled_scores(a, b, _winograd_runner(_check_onnx(model)), tile, **opts)
     if backend == "onnx":
-        return tiled_scores(a, b, _onnx_runner(_check_onnx(model)), tile, backend=backend)
+        return tiled_scores(a, b, _onnx_runner(_check_onnx(model)), tile, **opts)
     try:
-        return tiled_scores(a, b, _caffe_runner(check_model(caffe_model_path(model))), tile, backend=backend)
+        return tiled_scores(a, b, _caffe_runner(check_model(caffe_model_path(model))), tile, **opts)
     finally:
         # a smaller reshape releases nothing in Caffe: drop the cached net to free its buffers
         _caffe_net.cache_clear()

@@ -163,3 +163,11 @@ def test_shipped_model_matches_caffe_on_lytro(shared_data, caffe, winograd, k):
     got = net.score_map(a, b, backend="winograd")
     assert ref.std() > 0.01
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_progress_bar_over_tiles(winograd, rand_onnx, capsys):
+    a, b = _pair(77, 101, seed=4)
+    quiet = net.score_map(a, b, model=rand_onnx, backend="winograd", tile=(10, 7))
+    shown = net.score_map(a, b, model=rand_onnx, backend="winograd", tile=(10, 7), progress=True)
+    assert np.array_equal(quiet, shown)
+    assert "score map (winograd)" in capsys.readouterr().err

@@ -98,19 +98,22 @@ def run(args) -> int:
     images = [read_image(path) for path in args.sources]
     validate_images(images, names=args.sources)
     if args.verbose:
+        from pyfusion import net
+
         h, w = images[0].shape[:2]
         channels = 1 if images[0].ndim == 2 else images[0].shape[2]
         print(f"sources      : {', '.join(args.sources)} ({w}x{h}, {channels} channel(s), {images[0].dtype})")
         print(f"order        : {' -> '.join(Path(s).name for s in args.sources)} (fused in series)")
         print(f"model        : {args.model or 'default (pyfusion.net.MODEL_DEFAULT)'}")
-        print(f"backend      : {args.backend or 'default'}")
+        print(f"backend      : {args.backend or net.default_backend(args.model) + ' (the fastest available)'}")
         print(f"threshold    : focus > {args.threshold}")
         print(f"region ratio : {args.region_ratio}")
         print(f"guided filter: r={args.gf_radius}, eps={args.gf_eps}")
         print(f"output       : {args.output}" + (f", maps in {args.maps}" if args.maps else ""))
     result = fuse(images, model=args.model, backend=args.backend, region_ratio=args.region_ratio,
                   gf_radius=args.gf_radius, gf_eps=args.gf_eps, threshold=args.threshold,
-                  max_memory=None if args.max_memory is None else int(args.max_memory * 2**30))
+                  max_memory=None if args.max_memory is None else int(args.max_memory * 2**30),
+                  progress=sys.stderr.isatty())
     write_image(args.output, result.fused, force=args.force)
     if args.maps is not None:
         args.maps.mkdir(parents=True, exist_ok=True)
