@@ -18,9 +18,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
@@ -322,15 +319,6 @@ void head_sum(const float *taps, int h, int w, int K, float *score, int nthreads
             }
             score[(long)i * sw + j] = 1.0f / (1.0f + expf(-s));
         }
-}
-
-int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
 }
 
 /* An importable (empty) module, so that setuptools builds it and importlib finds the file for ctypes. */

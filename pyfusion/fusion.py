@@ -141,7 +141,9 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
 def _net_score_fn(model, backend, max_memory=None, progress=False) -> Callable:
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
-    kw = {"progress": progress} if max_memory is None else {"max_memory": max_memory, "progress": progress}
+    kw = {"progress": progress}
+    if max_memory is not None:
+        kw["max_memory"] = max_memory
 
     def score(a, b):
         return net.score_map(a, b, model=model, backend=backend, **kw)

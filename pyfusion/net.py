@@ -52,6 +52,8 @@ BACKENDS = ("winograd", "onnx", "caffe")
 #: Input rows a score row reaches above its patch (2i - HALO_BEFORE) and below it (2i + 15 + HALO_AFTER).
 HALO_BEFORE = 4
 HALO_AFTER = 4
+#: The winograd backend's halo before a tile's first kept score: its first 4 scores see the tile's zero padding.
+WINOGRAD_HALO_BEFORE = 8
 #: Default budget of the score-map stage: this fraction of MemAvailable, at most DEFAULT_MEMORY_CAP bytes.
 DEFAULT_MEMORY_FRACTION = 0.25
 DEFAULT_MEMORY_CAP = 2 << 30
@@ -147,7 +149,7 @@ def _axis_tiles(n_img: int, n_score: int, tile: int, grid: int = STRIDE) -> list
             s = max(0, STRIDE * i0 - HALO_BEFORE)
             e = min(n_img, STRIDE * (i1 - 1) + PATCH + HALO_AFTER)
         else:  # winograd: the first 4 scores of a tile see its zero padding, and the end follows the tile grid
-            s = max(0, (STRIDE * i0 - 2 * HALO_BEFORE) // grid * grid)
+            s = max(0, (STRIDE * i0 - WINOGRAD_HALO_BEFORE) // grid * grid)
             e = STRIDE * (i1 - 1) + PATCH + HALO_AFTER
             while e < n_img and winograd_exact_scores(e - s) < i1 - s // STRIDE:
                 e += 1
@@ -207,8 +209,9 @@ def input_extent(n_score_tile: int, n_img: int, *, backend: str | None = None) -
     """Input pixels one tile of ``n_score_tile`` scores reads along an axis of ``n_img`` pixels (at most)."""
     if GRID.get(backend, STRIDE) == STRIDE:
         return min(n_img, STRIDE * (n_score_tile - 1) + PATCH + HALO_BEFORE + HALO_AFTER)
-    n = STRIDE * n_score_tile + PATCH                     # worst case: 7 scores of halo before the first kept one
-    while n < n_img and winograd_exact_scores(n) < n_score_tile + 7:
+    before = (WINOGRAD_HALO_BEFORE + GRID["winograd"] - 1) // STRIDE  # at most 7 scores before the first kept one
+    n = STRIDE * n_score_tile + PATCH
+    while n < n_img and winograd_exact_scores(n) < n_score_tile + before:
         n += 1
     return min(n, n_img)
 
