@@ -29,7 +29,7 @@ GPU_ARG := $(if $(GPU),--gpu $(GPU),)
 setup: venv caffe
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt pyproject.toml setup.py pyfusion/_winograd.c
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py pyfusion/backends/_winograd.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: could not create $(VENV) with $(PYTHON)" >&2; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt

@@ -95,7 +95,7 @@ def onnx_bytes(h: int, w: int) -> int:
 
 def winograd_bytes(h: int, w: int) -> int:
     """Estimated peak memory (bytes) of the winograd backend on an ``h`` x ``w`` pair (both sources)."""
-    from . import winograd
+    from .backends import winograd
 
     return winograd.BASE_BYTES + winograd.BYTES_PER_PIXEL * h * w
 
@@ -330,7 +330,7 @@ def onnx_available() -> bool:
 
 def winograd_available() -> bool:
     """Whether the winograd backend's C kernels are built and the ``onnx`` package (to read weights) imports."""
-    from . import winograd
+    from .backends import winograd
 
     try:
         import onnx  # noqa: F401
@@ -400,7 +400,7 @@ def _onnx_runner(path: Path):
 
 @lru_cache(maxsize=4)
 def _winograd_net(path: str, mtime_ns: int, threads: int):
-    from . import winograd
+    from .backends import winograd
 
     return winograd.Net(winograd.load_params(path), threads=threads)
 

@@ -43,8 +43,8 @@ def caffe():
 
 @pytest.fixture(scope="session")
 def winograd():
-    """pyfusion.winograd with its C kernels; skips (fails under CI) when they are not built (`pip install -e .`)."""
-    from pyfusion import winograd as _winograd
+    """pyfusion.backends.winograd with its C kernels; skips (fails under CI) when they are not built (`pip install -e .`)."""
+    from pyfusion.backends import winograd as _winograd
 
-    _need(_winograd.available(), "pyfusion._winograd C kernels not built; run `pip install -e .` (make venv)")
+    _need(_winograd.available(), "pyfusion.backends._winograd C kernels not built; run `pip install -e .` (make venv)")
     return _winograd

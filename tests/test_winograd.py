@@ -1,4 +1,4 @@
-"""The winograd backend (pyfusion.winograd, C kernels in pyfusion/_winograd.c): the transform identity, agreement
+"""The winograd backend (pyfusion.backends.winograd, C kernels in pyfusion/backends/_winograd.c): the transform identity, agreement
 with ONNX Runtime and the Caffe twin, thread-count independence, exact tiling."""
 import numpy as np
 import pytest
@@ -54,7 +54,7 @@ def test_filter_transform_computes_the_convolution(winograd):
 
 
 def test_pack_panels():
-    from pyfusion.winograd import pack_panels
+    from pyfusion.backends.winograd import pack_panels
 
     b = np.arange(3 * 5 * 32, dtype=np.float32).reshape(3, 5, 32)
     p = pack_panels(b)

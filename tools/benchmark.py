@@ -42,7 +42,7 @@ NOTES = """## What is measured, and why the fast path is faster
 * **Caffe twin** (reference): `prototxt/deploy.prototxt` in pycaffe. Its head is fc1 as an 8x8 convolution
   (512 -> 256 channels) and fc2 as a 1x1 convolution: 537 GMAC at 520x520, more than the whole trunk, and an
   im2col buffer of 512*64 floats per score (~8.4 GB at 520x520). Tiled above the memory budget.
-* **winograd** (`pyfusion.winograd`, C kernels in `pyfusion/_winograd.c`, the default): the same folded net
+* **winograd** (`pyfusion.backends.winograd`, C kernels in `pyfusion/backends/_winograd.c`, the default): the same folded net
   (weights read from the ONNX file). conv2 and conv3 by Winograd F(4x4, 3x3): 36 instead of 144 multiplications
   per 4x4 output tile and channel pair (~20 instead of ~80 GMAC per 520x520 pair), each block of 18 tiles
   transformed, multiplied (a register-blocked 6x16 AVX2/FMA kernel, no BLAS), transformed back, biased,

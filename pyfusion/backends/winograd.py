@@ -2,7 +2,7 @@
 
 The same net as the ONNX model (:mod:`pyfusion.onnx_export`: conv1 -> ReLU -> conv2 -> ReLU -> max pool ->
 conv3 -> ReLU per source, then the folded 8x8 head and a sigmoid), computed by the C kernels of
-``pyfusion/_winograd.c``:
+``pyfusion/backends/_winograd.c``:
 
 * conv2 and conv3 (3x3, pad 1) by Winograd's minimal filtering F(4x4, 3x3) [2]_: 36 multiplications per
   4x4 output tile and channel pair instead of 144, so ~4x fewer multiply-adds than a direct convolution.
@@ -49,7 +49,7 @@ _F32P = ctypes.POINTER(ctypes.c_float)
 
 @lru_cache(maxsize=1)
 def _lib():
-    spec = importlib.util.find_spec("pyfusion._winograd")
+    spec = importlib.util.find_spec("pyfusion.backends._winograd")
     if spec is None or not spec.origin:
         return None
     lib = ctypes.CDLL(spec.origin)

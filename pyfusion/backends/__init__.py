@@ -1,0 +1,1 @@
+"""Inference backends of the deploy nets: one module each (winograd, onnx, caffe)."""
