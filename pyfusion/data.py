@@ -1,4 +1,4 @@
-"""Training data of the CNN: clear/blurred 16x16 patch pairs written as HDF5 shards for Caffe's HDF5Data layer.
+"""Training data of the CNNs: clear/blurred patch pairs written as HDF5 shards for Caffe's HDF5Data layer.
 
 The recipe ([1]_, Sec. 3.2.2): natural images to grayscale; five blurred versions made by applying a Gaussian
 filter (sigma 2, 7x7) repeatedly; for every blur level, 16x16 patch pairs (clear, blurred) taken at random places
@@ -14,6 +14,14 @@ Conventions that the paper leaves open, chosen here and recorded in every manife
 * the variance threshold uses the unbiased variance (MATLAB ``var``) of the 256 clear-patch values in 0-255 units;
 * patch places are drawn uniformly, without replacement, among all places that pass the threshold, independently
   for each blur level.
+
+Each registered model (:mod:`pyfusion.models`) names its recipe: the blur ``levels`` and, for the wavelet-domain
+nets, a ``wavelet``. A wavelet recipe takes pairs of 2P x 2P patches (P = the model's patch, 16) and stores their
+one-level 2-D DWT (PyWavelets, ``periodization``: exactly P x P per band, no border terms) as two datasets, one
+per band net: ``low`` (N x 2 x P x P: LL of A, LL of B, times :data:`BAND_SCALE` ``["low"]``) and ``high``
+(N x 6 x P x P: LH, HL, HH of A, then of B, times ``BAND_SCALE["high"]``). The scales put each band near the
+range of a [0, 1] image: the Haar LL times 1/2 is the 2x2 block mean; the detail bands times 2 are the sums of
++-1-weighted 2x2 block values.
 
 References
 ----------
@@ -33,19 +41,15 @@ import cv2
 import h5py
 import numpy as np
 
+from . import models
 from .constants import BLUR_LEVELS, BLUR_SIGMA, BLUR_SIZE, PATCH, RGB2GRAY, VAR_THRESHOLD
+from .io import FusionInputError, read_image, to_gray
+from .util import sha256_file
 
+#: Scale of each Haar band in the training pairs and at fusion time (module docstring).
+BAND_SCALE = {"low": 0.5, "high": 2.0}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm"}
 SHARD_SIZE = 50_000  # examples per HDF5 file (100 MB); Caffe's HDF5Data holds one file in memory at a time
-
-
-def to_gray_255(img: np.ndarray) -> np.ndarray:
-    """Grayscale in 0-255 double with MATLAB's rgb2gray weights (``img`` as read by OpenCV: BGR or gray, 8-bit)."""
-    img = np.asarray(img, dtype=np.float64)
-    if img.ndim == 2:
-        return img
-    b, g, r = img[..., 0], img[..., 1], img[..., 2]
-    return RGB2GRAY[0] * r + RGB2GRAY[1] * g + RGB2GRAY[2] * b
 
 
 def blur_cascade(gray: np.ndarray, *, levels: int = BLUR_LEVELS, sigma: float = BLUR_SIGMA,
@@ -126,22 +130,40 @@ def quota(total_pairs: int, n_images: int, levels: int) -> np.ndarray:
     return q.reshape(n_images, levels)
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def band_pairs(pair: np.ndarray, *, wavelet: str = "haar") -> dict:
+    """Sub-band pairs of 2P x 2P patch pairs: ``{"low": (n, 2, P, P), "high": (n, 6, P, P)}`` float32.
+
+    One-level 2-D DWT (PyWavelets ``dwt2``, ``periodization``) of every patch, each band times
+    :data:`BAND_SCALE`; ``high`` holds LH, HL, HH of source A, then of source B (the module docstring).
+    """
+    import pywt
+
+    x = np.asarray(pair, np.float64)
+    ll, (lh, hl, hh) = pywt.dwt2(x, wavelet, mode="periodization", axes=(-2, -1))
+    s_low, s_high = BAND_SCALE["low"], BAND_SCALE["high"]
+    low = (ll * s_low).astype(np.float32)
+    high = np.concatenate([np.stack([lh[:, i], hl[:, i], hh[:, i]], 1) for i in (0, 1)], 1) * s_high
+    return {"low": low, "high": high.astype(np.float32)}
 
 
-def _write_shard(path: Path, pair: np.ndarray, label: np.ndarray) -> None:
+def recipe_arrays(clear, blurred, places, *, patch: int, wavelet: str | None) -> tuple[dict, np.ndarray]:
+    """The datasets of one image and blur level: ``{"pair": ...}`` (spatial) or the band pairs, and the labels."""
+    if wavelet is None:
+        pair, label = make_pairs(clear, blurred, places, patch=patch)
+        return {"pair": pair}, label
+    pair, label = make_pairs(clear, blurred, places, patch=2 * patch)
+    return band_pairs(pair, wavelet=wavelet), label
+
+
+def _write_shard(path: Path, arrays: dict, label: np.ndarray) -> None:
     with h5py.File(path, "w", libver="earliest", track_order=False) as f:
-        f.create_dataset("pair", data=pair, track_times=False)
+        for name, arr in arrays.items():
+            f.create_dataset(name, data=arr, track_times=False)
         f.create_dataset("label", data=label, track_times=False)
 
 
-def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, shard_size: int = SHARD_SIZE,
-                 levels: int = BLUR_LEVELS, sigma: float = BLUR_SIGMA, size: int = BLUR_SIZE,
+def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, net: str = "cnn", shard_size: int = SHARD_SIZE,
+                 levels: int | None = None, sigma: float = BLUR_SIGMA, size: int = BLUR_SIZE,
                  var_threshold: float = VAR_THRESHOLD, progress: bool = True) -> dict:
     """Write a shuffled patch-pair dataset to ``out_dir`` (HDF5 shards, ``list.txt``, ``manifest.json``).
 
@@ -155,8 +177,13 @@ def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, shard_size: i
         Number of examples (even: half positive, half negative). Paper: ~2,000,000 training, 10,000 validation.
     seed : int
         Seed of every random draw. Same inputs and seed give byte-identical shards.
+    net : str, keyword-only
+        Registered model whose recipe to follow (:mod:`pyfusion.models`): its patch size, blur levels and, for
+        the wavelet nets, sub-band pairs (``low`` and ``high`` datasets, shared by both band nets).
     shard_size : int, keyword-only
         Examples per shard.
+    levels : int, keyword-only
+        Blur levels (default: the model's recipe; the paper's 5).
 
     Returns
     -------
@@ -170,6 +197,11 @@ def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, shard_size: i
     """
     from tqdm import tqdm
 
+    model = models.get(net)
+    levels = model.recipe["levels"] if levels is None else levels
+    wavelet = model.recipe.get("wavelet")
+    patch = model.patch
+    window = 2 * patch if wavelet else patch
     if examples < 2 or examples % 2:
         raise ValueError(f"examples must be a positive even number, got {examples}")
     out_dir = Path(out_dir)
@@ -179,40 +211,45 @@ def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, shard_size: i
     if not files:
         raise ValueError(f"no images found in {', '.join(map(str, image_dirs))}")
     n_shards = max(1, -(-examples // shard_size))
+    probe = np.zeros((1, window, window))
+    shapes = {k: v.shape[1:] for k, v in recipe_arrays(probe, probe, np.zeros((1, 2), int), patch=patch,
+                                                         wavelet=wavelet)[0].items()}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         # pass 1: per-image examples, scattered to random buckets
         buckets = [h5py.File(tmp / f"bucket_{k:04d}.h5", "w") for k in range(n_shards)]
         for bk in buckets:
-            bk.create_dataset("pair", (0, 2, PATCH, PATCH), np.float32, maxshape=(None, 2, PATCH, PATCH),
-                              chunks=(256, 2, PATCH, PATCH))
+            for name, shape in shapes.items():
+                bk.create_dataset(name, (0, *shape), np.float32, maxshape=(None, *shape), chunks=(256, *shape))
             bk.create_dataset("label", (0,), np.float32, maxshape=(None,), chunks=(4096,))
         skipped, used = [], []
         remaining = examples // 2  # places still to draw; a skipped image's share flows to the later ones
         for i, path in enumerate(tqdm(files, desc=f"patches {out_dir.name}", disable=not progress, unit="img")):
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None or img.ndim not in (2, 3) or min(img.shape[:2]) < PATCH or img.dtype != np.uint8:
+            try:
+                img = read_image(path)
+            except FusionInputError:
+                img = None
+            if img is None or min(img.shape[:2]) < window or img.dtype != np.uint8:
                 skipped.append(str(path))
                 continue
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[..., :3]
             used.append(path)
             rng = np.random.default_rng([seed, i])
-            clear = to_gray_255(img)
+            clear = to_gray(img)
             q = quota(remaining, len(files) - i, levels)[0]
-            pairs, labels = [], []
+            parts, labels = [], []
             for lvl, blurred in enumerate(blur_cascade(clear, levels=levels, sigma=sigma, size=size)):
-                places = sample_places(clear, int(q[lvl]), rng, var_threshold=var_threshold)
+                places = sample_places(clear, int(q[lvl]), rng, patch=window, var_threshold=var_threshold)
                 remaining -= len(places)
-                p, lab = make_pairs(clear, blurred, places)
-                pairs.append(p)
+                arrays, lab = recipe_arrays(clear, blurred, places, patch=patch, wavelet=wavelet)
+                parts.append(arrays)
                 labels.append(lab)
-            pair, label = np.concatenate(pairs), np.concatenate(labels)
+            label = np.concatenate(labels)
+            arrays = {k: np.concatenate([p[k] for p in parts]) for k in shapes}
             dest = rng.integers(0, n_shards, size=len(label))
             for k in np.unique(dest):
                 sel = dest == k
-                for name, arr in (("pair", pair[sel]), ("label", label[sel])):
+                for name, arr in (*((n, a[sel]) for n, a in arrays.items()), ("label", label[sel])):
                     ds = buckets[k][name]
                     ds.resize(ds.shape[0] + len(arr), axis=0)
                     ds[-len(arr):] = arr
@@ -222,25 +259,32 @@ def make_dataset(image_dirs, out_dir, *, examples: int, seed: int, shard_size: i
         shards, total, positives = [], 0, 0
         for k in tqdm(range(n_shards), desc="shuffle shards", disable=not progress, unit="shard"):
             with h5py.File(tmp / f"bucket_{k:04d}.h5", "r") as bk:
-                pair, label = bk["pair"][...], bk["label"][...]
+                arrays = {name: bk[name][...] for name in shapes}
+                label = bk["label"][...]
             os.remove(tmp / f"bucket_{k:04d}.h5")
             perm = np.random.default_rng([seed, 1_000_003, k]).permutation(len(label))
             name = f"shard_{k:04d}.h5"
-            _write_shard(tmp / name, pair[perm], label[perm])
+            _write_shard(tmp / name, {n: a[perm] for n, a in arrays.items()}, label[perm])
             shards.append({"file": name, "examples": int(len(label)), "sha256": sha256_file(tmp / name)})
             total += len(label)
             positives += int(label.sum())
         image_list = "\n".join(str(p) for p in used).encode()
+        recipe = {
+            "paper": "Liu, Chen, Peng, Wang, Information Fusion 36 (2017), Sec. 3.2.2",
+            "net": model.name,
+            "gray": f"MATLAB rgb2gray weights {RGB2GRAY}, 0-255",
+            "blur": {"levels": levels, "sigma": sigma, "size": size, "cascaded": True,
+                     "rounding": "each step rounded to 8-bit levels (imfilter on uint8)", "border": "replicate"},
+            "patch": window, "var_threshold": var_threshold, "variance": "unbiased (MATLAB var), 0-255 units",
+            "labels": "A = first half of the channels, B = second half; 1 = (clear, blurred), 0 = (blurred, clear)",
+            "scale": "float32 in [0, 1] (value / 255)",
+            "datasets": {n: list(sh) for n, sh in shapes.items()},
+        }
+        if wavelet:
+            recipe["bands"] = {"wavelet": wavelet, "levels": 1, "mode": "periodization", "scale": BAND_SCALE,
+                               "high_order": "LH, HL, HH of A, then of B"}
         manifest = {
-            "recipe": {
-                "paper": "Liu, Chen, Peng, Wang, Information Fusion 36 (2017), Sec. 3.2.2",
-                "gray": f"MATLAB rgb2gray weights {RGB2GRAY}, 0-255",
-                "blur": {"levels": levels, "sigma": sigma, "size": size, "cascaded": True,
-                         "rounding": "each step rounded to 8-bit levels (imfilter on uint8)", "border": "replicate"},
-                "patch": PATCH, "var_threshold": var_threshold, "variance": "unbiased (MATLAB var), 0-255 units",
-                "labels": "pair[:,0]=A, pair[:,1]=B; 1 = (clear, blurred), 0 = (blurred, clear)",
-                "scale": "float32 in [0, 1] (value / 255)",
-            },
+            "recipe": recipe,
             "seed": seed,
             "examples_requested": examples,
             "examples": total,

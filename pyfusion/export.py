@@ -17,17 +17,21 @@ import os
 import re
 from pathlib import Path
 
-from .data import sha256_file
+from . import models, netspec
 from .io import write_atomic
-from .train import PROTOTXT, caffe_version
+from .train import caffe_version
+from .util import ROOT, sha256_file
 
-CONV_LAYERS = ("conv1", "conv2", "conv3")
 FC_TO_CONV = {"fc1": "fc1-conv", "fc2": "fc2-conv"}
 
 
 def surgery(train_net, deploy_net) -> None:
-    """Copy every parameter of ``train_net`` (TRAIN/TEST net) into ``deploy_net`` (deploy twin), in place."""
-    for name in CONV_LAYERS:
+    """Copy every parameter of ``train_net`` (TRAIN/TEST net) into ``deploy_net`` (deploy twin), in place.
+
+    Convolutions by layer name (``conv1`` .. ``conv3``, and a pseudo-siamese net's ``conv1_p`` .. with weights of
+    their own); fc1/fc2 reshaped to their convolution form.
+    """
+    for name in [n for n in deploy_net.params if n.startswith("conv")]:
         for src, dst in zip(train_net.params[name], deploy_net.params[name]):
             dst.data[...] = src.data
     for fc, conv in FC_TO_CONV.items():
@@ -37,18 +41,19 @@ def surgery(train_net, deploy_net) -> None:
         dst[...] = src.reshape(dst.shape)
 
 
-def export_deploy(snapshot, out, *, train_val=PROTOTXT / "train_val.prototxt",
-                  deploy=PROTOTXT / "deploy.prototxt", extra: dict | None = None) -> dict:
+def export_deploy(snapshot, out, *, net: str = "cnn", extra: dict | None = None) -> dict:
     """Write the deploy caffemodel ``out`` from the train snapshot ``snapshot`` and its side-car ``out.json``.
 
-    The side-car records the source snapshot, its iteration, the sha256 of both files, the Caffe source version
-    and ``extra`` (for instance the training config and validation accuracy). Both files are written atomically.
+    ``net``: the registered model the snapshot was trained as. The side-car records it, the source snapshot, its
+    iteration, the sha256 of both files, the Caffe source version and ``extra`` (for instance the training config
+    and validation accuracy). Both files are written atomically.
     """
     import caffe
 
+    m = models.get(net)
     caffe.set_mode_cpu()
-    train_net = _net_without_data(train_val, snapshot)
-    deploy_net = caffe.Net(str(deploy), caffe.TEST)
+    train_net = train_input_net(m, snapshot)
+    deploy_net = caffe.Net(str(m.deploy), caffe.TEST)
     surgery(train_net, deploy_net)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,8 @@ def export_deploy(snapshot, out, *, train_val=PROTOTXT / "train_val.prototxt",
     meta = {
         "model": out.name,
         "sha256": sha256_file(out),
-        "deploy_prototxt": str(Path(deploy).resolve().relative_to(PROTOTXT.parent)),
+        "net": m.name,
+        "deploy_prototxt": str(m.deploy.relative_to(ROOT)),
         "inputs": ["a", "b"],
         "output": "prob (channel 1 = source A in focus)",
         "source_snapshot": str(snapshot),
@@ -72,26 +78,18 @@ def export_deploy(snapshot, out, *, train_val=PROTOTXT / "train_val.prototxt",
     return meta
 
 
-def _net_without_data(train_val, weights):
-    """The TEST-phase train_val net with its HDF5 input replaced by an Input layer (no data files needed)."""
+def train_input_net(model, weights=None):
+    """The train_val net of ``model`` (TEST phase) with an Input layer instead of its HDF5 data.
+
+    For net surgery and tests: no data files needed (:func:`pyfusion.netspec.deploy_input_net`).
+    """
     import tempfile
 
     import caffe
 
-    text = Path(train_val).read_text()
-    text = re.sub(r'layer \{\n  name: "data"  type: "HDF5Data".*?\n\}\n', "", text, flags=re.S)
-    text = text.replace('layer {\n  name: "slice"',
-                        'layer { name: "data"  type: "Input"  top: "pair"  top: "label"\n'
-                        '  input_param { shape { dim: 1 dim: 2 dim: 16 dim: 16 } shape { dim: 1 } } }\n'
-                        'layer {\n  name: "slice"', 1)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(text)
+        f.write(netspec.deploy_input_net(models.get(model)))
     try:
         return caffe.Net(f.name, str(weights), caffe.TEST) if weights else caffe.Net(f.name, caffe.TEST)
     finally:
         os.unlink(f.name)
-
-
-def train_net_for_tests(weights=None):
-    """The train_val net (TEST phase) fed by an Input layer: used by tests and the equivalence check."""
-    return _net_without_data(PROTOTXT / "train_val.prototxt", weights)

@@ -28,20 +28,7 @@ import numpy as np
 
 from pyfusion.constants import PATCH, STRIDE, THRESHOLD
 
-__all__ = ["score_map_shape", "focus_map", "binary_map"]
-
-
-def score_map_shape(shape, *, patch: int = PATCH, stride: int = STRIDE) -> tuple[int, int]:
-    """Shape of the deploy net's score map for an ``(H, W)`` image: ``(ceil(H/2) - 7, ceil(W/2) - 7)``.
-
-    References
-    ----------
-    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
-       network", Information Fusion 36 (2017) 191-207, Sec. 3.3.1.
-    """
-    h, w = int(shape[0]), int(shape[1])
-    k = patch // stride
-    return (-(-h // stride) - k + 1, -(-w // stride) - k + 1)
+__all__ = ["focus_map", "binary_map"]
 
 
 def _patch_ranges(n: int, count: int, patch: int, stride: int):

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pyfusion.constants import PATCH
+from pyfusion.constants import RGB2GRAY
 
 __all__ = [
     "FusionInputError",
@@ -154,17 +154,18 @@ def _check_float(img: np.ndarray, name: str) -> None:
         raise FusionInputError(f"{name}: float images must lie in [0, 1] (got [{img.min():g}, {img.max():g}])")
 
 
-def validate_images(images, *, names=None) -> list[np.ndarray]:
+def validate_images(images, *, names=None, min_size: int = 1, min_reason: str = "") -> list[np.ndarray]:
     """Check that source images can be fused together; return them as arrays (not copied, never modified).
 
     Parameters
     ----------
     images : sequence of numpy.ndarray
         At least two arrays of the same shape ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` and the same dtype
-        (uint8, uint16, float32 or float64; floats finite and in [0, 1]), with ``H, W >= 16`` (the CNN's
-        patch size).
+        (uint8, uint16, float32 or float64; floats finite and in [0, 1]), with ``H, W >= min_size``.
     names : sequence of str, optional
         Labels for error messages (e.g. file names); default ``image 1``, ``image 2``, ...
+    min_size : int, optional
+        Smallest side the fusion method can take (the CNN: its 16x16 patch), and ``min_reason`` says why.
 
     Returns
     -------
@@ -195,9 +196,9 @@ def validate_images(images, *, names=None) -> list[np.ndarray]:
         if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
             raise FusionInputError(
                 f"{name}: unsupported shape {img.shape} (expected HxW, HxWx1 or HxWx3; drop any alpha channel)")
-        if img.shape[0] < PATCH or img.shape[1] < PATCH:
-            raise FusionInputError(
-                f"{name}: {img.shape[1]}x{img.shape[0]} is smaller than the {PATCH}x{PATCH} patch of the network")
+        if img.shape[0] < min_size or img.shape[1] < min_size:
+            raise FusionInputError(f"{name}: {img.shape[1]}x{img.shape[0]} is smaller than {min_size}x{min_size}"
+                                   + (f" ({min_reason})" if min_reason else ""))
         if img.dtype.kind == "f":
             _check_float(img, name)
         out.append(img)
@@ -214,6 +215,29 @@ def validate_images(images, *, names=None) -> list[np.ndarray]:
         if img.dtype != ref.dtype:
             raise FusionInputError(f"{name}: pixel type {img.dtype} differs from {first} ({ref.dtype})")
     return out
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """Grayscale with MATLAB ``rgb2gray`` weights (0.2989, 0.5870, 0.1140) as float64; 2-D input passes.
+
+    The authors' convention for the CNN (``img1_gray = rgb2gray(img1)`` in their released code) and for the
+    training data. Linear, so it serves any scale (0-255 or [0, 1]); RGB channel order (as :func:`read_image`).
+    The metrics follow MATLAB's own rounding convention instead (:func:`pyfusion.metrics._common.rgb2gray`).
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207.
+    """
+    x = np.asarray(img, dtype=np.float64)
+    if x.ndim == 2:
+        return x
+    if x.ndim == 3 and x.shape[2] == 1:
+        return x[:, :, 0]
+    if x.ndim == 3 and x.shape[2] == 3:
+        r, g, b = RGB2GRAY
+        return r * x[:, :, 0] + g * x[:, :, 1] + b * x[:, :, 2]
+    raise ValueError(f"expected an HxW, HxWx1 or HxWx3 image, got shape {x.shape}")
 
 
 def _channels(img: np.ndarray) -> int:

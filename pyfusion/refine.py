@@ -16,7 +16,6 @@ References
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
@@ -24,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO
+from pyfusion.util import threads as resolve_threads
 
 __all__ = ["area_threshold", "bwareaopen", "remove_small_regions", "box_sum", "box_mean", "guided_filter"]
 
@@ -167,7 +167,7 @@ def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int = GF_RADIUS,
-                  eps: float = GF_EPS) -> np.ndarray:
+                  eps: float = GF_EPS, threads: int | None = None) -> np.ndarray:
     """Gray-scale guided filter ``q = mean(a) * I + mean(b)`` of He et al., as ``guidedfilter(I, p, r, eps)``.
 
     Parameters
@@ -180,6 +180,9 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int = GF_RADIUS
         Window radius ``r`` (window ``(2r+1)^2``), default ``constants.GF_RADIUS`` = 8.
     eps : float, optional
         Regularisation, default ``constants.GF_EPS`` = 0.1 (for images in [0, 1]).
+    threads : int, optional
+        Threads for the independent box means (at most 4; default :func:`pyfusion.util.threads`). The result
+        does not depend on it.
 
     Returns
     -------
@@ -200,7 +203,7 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, *, radius: int = GF_RADIUS
     if radius < 0 or not eps > 0:
         raise ValueError(f"guided filter needs radius >= 0 and eps > 0, got r={radius}, eps={eps}")
     # the box means of each step are independent: run them in threads (numpy releases the GIL in them)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, resolve_threads(threads))) as pool:
         mean_I, mean_p, corr_Ip, corr_II = pool.map(lambda x: box_mean(x, radius), (I, p, I * p, I * I))
         cov_Ip = corr_Ip - mean_I * mean_p
         var_I = corr_II - mean_I * mean_I

@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-PROTOTXT = ROOT / "prototxt"
+from . import models, netspec
+from .models import PROTOTXT
+from .util import ROOT
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a run; saved in ``run.json`` and in every exported model's side-car."""
-    train_list: str = "data/patches/train/list.txt"
-    val_list: str = "data/patches/val/list.txt"
+    net: str = "cnn"                 # registered model (pyfusion.models): net files and data recipe
+    train_list: str = ""             # default: data/<model's data>/train/list.txt
+    val_list: str = ""               # default: data/<model's data>/val/list.txt
     base_lr: float = 1e-4            # paper
     momentum: float = 0.9            # paper
     weight_decay: float = 5e-4       # paper
@@ -72,14 +74,18 @@ def _text(path: Path, subs: dict) -> str:
     return s
 
 
+def data_lists(cfg: TrainConfig) -> tuple[str, str]:
+    """The run's training and validation list files (the model's data folder unless given)."""
+    m = models.get(cfg.net)
+    return (cfg.train_list or f"data/{m.data}/train/list.txt", cfg.val_list or f"data/{m.data}/val/list.txt")
+
+
 def write_run_files(run: Path, cfg: TrainConfig, lr: float) -> Path:
     """Write the run's own train_val.prototxt and solver.prototxt (absolute paths, current lr); return the solver."""
     run = run.resolve()
-    net = _text(PROTOTXT / "train_val.prototxt", {
-        r'source: "data/patches/train/list.txt"  batch_size: \d+':
-            f'source: "{Path(cfg.train_list).resolve()}"  batch_size: {cfg.batch}',
-        r'source: "data/patches/val/list.txt"  batch_size: \d+': f'source: "{Path(cfg.val_list).resolve()}"  batch_size: 100',
-    })
+    train_list, val_list = data_lists(cfg)
+    net = netspec.train_val(models.get(cfg.net), train_list=str(Path(train_list).resolve()),
+                            val_list=str(Path(val_list).resolve()), batch=cfg.batch, val_batch=100)
     (run / "train_val.prototxt").write_text(net)
     solver = _text(PROTOTXT / "solver.prototxt", {
         r"^net: .*$": f'net: "{run / "train_val.prototxt"}"',
@@ -264,32 +270,35 @@ def caffe_version() -> str:
     return f"brocolli-caffe 9.0.2 (BVLC master 9b89154), sdist sha256 {s}; pycaffe {v}"
 
 
-def evaluate(model, val_list, *, deploy=PROTOTXT / "deploy.prototxt", batch: int = 500, progress: bool = True) -> dict:
+def evaluate(model, val_list, *, net: str | None = None, batch: int = 500, progress: bool = True) -> dict:
     """Accuracy and mean softmax loss of a deploy caffemodel on the pairs listed in ``val_list`` (HDF5 shards).
 
-    A pair is correct when ``prob[:, 1] > 0.5`` agrees with ``label == 1`` (argmax of the two classes).
+    ``net``: the registered model whose deploy twin and data the weights belong to (default: the side-car's
+    ``"net"``, else ``"cnn"``). A pair is correct when ``prob[:, 1] > 0.5`` agrees with ``label == 1``.
     """
     import caffe
     import h5py
     from tqdm import tqdm
 
+    m = models.get(net) if net else models.resolve(model)[0]
     caffe.set_mode_cpu()
-    net = caffe.Net(str(deploy), str(model), caffe.TEST)
+    dnet = caffe.Net(str(m.deploy), str(model), caffe.TEST)
     files = [ln.strip() for ln in Path(val_list).read_text().splitlines() if ln.strip()]
+    c, p = m.in_channels, m.patch
     correct = n = 0
     nll = 0.0
     for f in files:
         with h5py.File(f, "r") as h:
-            pair, label = h["pair"][...], h["label"][...]
+            pair, label = h[m.data_top][...], h["label"][...]
         for i in tqdm(range(0, len(label), batch), disable=not progress, desc=Path(f).name):
-            p = pair[i:i + batch]
-            net.blobs["a"].reshape(len(p), 1, 16, 16)
-            net.blobs["b"].reshape(len(p), 1, 16, 16)
-            net.blobs["a"].data[...] = p[:, :1]
-            net.blobs["b"].data[...] = p[:, 1:]
-            prob = net.forward()["prob"][:, :, 0, 0]
+            x = pair[i:i + batch]
+            for name, part in (("a", x[:, :c]), ("b", x[:, c:])):
+                dnet.blobs[name].reshape(len(x), c, p, p)
+                dnet.blobs[name].data[...] = part
+            prob = dnet.forward()["prob"][:, :, 0, 0]
             lab = label[i:i + batch].astype(int)
             correct += int(((prob[:, 1] > 0.5).astype(int) == lab).sum())
             nll -= float(np.log(np.maximum(prob[np.arange(len(lab)), lab], 1e-30)).sum())
             n += len(lab)
-    return {"accuracy": correct / n, "loss": nll / n, "pairs": n, "model": str(model), "val_list": str(val_list)}
+    return {"accuracy": correct / n, "loss": nll / n, "pairs": n, "model": str(model), "net": m.name,
+            "val_list": str(val_list)}

@@ -48,3 +48,13 @@ def winograd():
 
     _need(_winograd.available(), "pyfusion.backends._winograd C kernels not built; run `pip install -e .` (make venv)")
     return _winograd
+
+
+@pytest.fixture(scope="session")
+def onnxruntime():
+    """The onnxruntime module; skips (fails under CI) when it is not installed."""
+    try:
+        import onnxruntime as _ort
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        _need(False, f"onnxruntime not importable ({e}); pip install onnxruntime")
+    return _ort

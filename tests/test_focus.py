@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pyfusion.constants import PATCH, STRIDE
-from pyfusion.focus import binary_map, focus_map, score_map_shape
+from pyfusion.focus import binary_map, focus_map
+from pyfusion.models import get as get_model
 
 
 def brute_focus(scores, h, w, patch=PATCH, stride=STRIDE):
@@ -22,7 +23,7 @@ def brute_focus(scores, h, w, patch=PATCH, stride=STRIDE):
 @pytest.mark.parametrize("h, w", [(16, 16), (17, 16), (21, 34), (33, 19), (40, 41)])
 def test_focus_map_matches_brute_force(h, w):
     rng = np.random.default_rng(h * 100 + w)
-    scores = rng.random(score_map_shape((h, w)))
+    scores = rng.random(get_model("cnn").score_shape(h, w))
     got = focus_map(scores, (h, w))
     want = brute_focus(scores, h, w)
     assert got.shape == (h, w)
@@ -31,9 +32,9 @@ def test_focus_map_matches_brute_force(h, w):
 
 
 def test_score_map_shape_matches_deploy_net():
-    assert score_map_shape((16, 16)) == (1, 1)
-    assert score_map_shape((17, 18)) == (2, 2)
-    assert score_map_shape((520, 521)) == (253, 254)
+    assert get_model("cnn").score_shape(16, 16) == (1, 1)
+    assert get_model("cnn").score_shape(17, 18) == (2, 2)
+    assert get_model("cnn").score_shape(520, 521) == (253, 254)
 
 
 def test_uncovered_border_copies_nearest_covered_pixels():

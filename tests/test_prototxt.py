@@ -1,13 +1,18 @@
-"""The three net files: they parse, the branches share weights, the deploy twin computes what the train net does."""
+"""The net files of every registered model: up to date with the registry, they parse, the branches share
+weights, the deploy twin computes what the train net does."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pyfusion.net import score_shape
+from pyfusion import models, netspec
 
-PROTO = Path(__file__).resolve().parents[1] / "prototxt"
+ROOT = Path(__file__).resolve().parents[1]
+PROTO = ROOT / "prototxt"
+NETS = sorted(models.MODELS)
 
 
 def _layers(text):
@@ -30,7 +35,16 @@ def _branch(layers, suffix):
             for n in names]
 
 
-@pytest.mark.parametrize("fname", ["train_val.prototxt", "deploy.prototxt"])
+def test_net_files_are_up_to_date():
+    """The committed prototxt files are what tools/make_prototxt.py writes from the registry."""
+    r = subprocess.run([sys.executable, "tools/make_prototxt.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in NETS:
+        m = models.get(name)
+        assert m.train_val.read_text() == netspec.train_val(m) and m.deploy.read_text() == netspec.deploy(m)
+
+
+@pytest.mark.parametrize("fname", [f"{n}_{k}.prototxt" for n in NETS for k in ("train_val", "deploy")])
 def test_branches_are_identical_text(fname):
     """Branch B is branch A with every name suffixed by _p (no drift between the two branches)."""
     layers = _layers((PROTO / fname).read_text())
@@ -38,14 +52,16 @@ def test_branches_are_identical_text(fname):
     assert a == [re.sub(r'bottom: "b"', 'bottom: "a"', x) for x in b]
 
 
-def test_twins_share_the_branch_definition():
-    tv = _layers((PROTO / "train_val.prototxt").read_text())
-    dp = _layers((PROTO / "deploy.prototxt").read_text())
+@pytest.mark.parametrize("name", NETS)
+def test_twins_share_the_branch_definition(name):
+    m = models.get(name)
+    tv = _layers(m.train_val.read_text())
+    dp = _layers(m.deploy.read_text())
     for s in ("", "_p"):
         assert _branch(tv, s) == _branch(dp, s)
     tvd = {n: blk for n, _, blk in tv}
     dpd = {n: blk for n, _, blk in dp}
-    for fc, conv, k in (("fc1", "fc1-conv", 8), ("fc2", "fc2-conv", 1)):
+    for fc, conv, k in (("fc1", "fc1-conv", m.head), ("fc2", "fc2-conv", 1)):
         n = re.search(r"num_output: (\d+)", tvd[fc]).group(1)
         assert re.search(r"num_output: (\d+)", dpd[conv]).group(1) == n
         assert f"kernel_size: {k}" in dpd[conv]
@@ -56,27 +72,34 @@ def test_twins_share_the_branch_definition():
 
 
 def test_solver_has_paper_hyperparameters():
+    """Liu et al. 2017 Sec. 3.2.3: SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-4."""
     s = (PROTO / "solver.prototxt").read_text()
     for key, val in (("base_lr", 1e-4), ("momentum", 0.9), ("weight_decay", 5e-4)):
         assert float(re.search(rf"^{key}: ([\d.e-]+)", s, re.M).group(1)) == val
     assert 'type: "SGD"' in s
 
 
+@pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("hw,expect", [((16, 16), (1, 1)), ((17, 23), (2, 5)), ((520, 520), (253, 253)),
                                        ((31, 32), (9, 9))])
-def test_deploy_score_shape(caffe, hw, expect):
-    assert score_shape(*hw) == expect
-    net = caffe.Net(str(PROTO / "deploy.prototxt"), caffe.TEST)
-    net.blobs["a"].reshape(1, 1, *hw)
-    net.blobs["b"].reshape(1, 1, *hw)
+def test_deploy_score_shape(caffe, name, hw, expect):
+    """(ceil(H/2) - 7, ceil(W/2) - 7): stated in Liu et al. 2017 Sec. 3.3.1 for the 16x16 patch at stride 2."""
+    m = models.get(name)
+    assert m.score_shape(*hw) == expect
+    net = caffe.Net(str(m.deploy), caffe.TEST)
+    net.blobs["a"].reshape(1, m.in_channels, *hw)
+    net.blobs["b"].reshape(1, m.in_channels, *hw)
     net.reshape()
     assert net.blobs["prob"].data.shape == (1, 2) + expect
 
 
-def test_train_val_parses_and_branches_share_blobs(caffe):
-    from pyfusion.export import train_net_for_tests
+@pytest.mark.parametrize("name", NETS)
+def test_train_val_parses_and_branches_share_blobs(caffe, name):
+    from pyfusion.export import train_input_net
 
-    net = train_net_for_tests()
+    m = models.get(name)
+    net = train_input_net(m)
+    assert net.blobs["a"].data.shape[1] == m.in_channels
     assert net.blobs["concat"].data.shape == (1, 512, 8, 8)
     for name in ("conv1", "conv2", "conv3"):
         pa, pb = net.params[name], net.params[name + "_p"]
@@ -87,33 +110,37 @@ def test_train_val_parses_and_branches_share_blobs(caffe):
     assert len(net.params["fc1"]) == 1 and len(net.params["fc2"]) == 1   # no biases
 
 
-def test_export_equivalence_on_16x16_pairs(caffe, tmp_path):
-    """Exported deploy prob == train net softmax on isolated 16x16 pairs (random weights)."""
-    from pyfusion.export import export_deploy, train_net_for_tests
+@pytest.mark.parametrize("name", NETS)
+def test_export_equivalence_on_16x16_pairs(caffe, tmp_path, name):
+    """Exported deploy prob == train net softmax on isolated 16x16 pairs (sub-band pairs for the wavelet nets;
+    random weights)."""
+    from pyfusion.export import export_deploy, train_input_net
 
+    m = models.get(name)
+    c = m.in_channels
     caffe.set_random_seed(3)
-    tn = train_net_for_tests()
+    tn = train_input_net(m)
     rng = np.random.default_rng(0)
     for name in tn.params:                       # nontrivial biases too
         for p in tn.params[name]:
             p.data[...] += rng.normal(0, 0.01, p.data.shape)
     snap = tmp_path / "snap_iter_7.caffemodel"
     tn.save(str(snap))
-    meta = export_deploy(snap, tmp_path / "deploy.caffemodel")
-    assert meta["iteration"] == 7 and len(meta["sha256"]) == 64
-    dn = caffe.Net(str(PROTO / "deploy.prototxt"), str(tmp_path / "deploy.caffemodel"), caffe.TEST)
-    pair = rng.random((20, 2, 16, 16)).astype(np.float32)
-    tn.blobs["pair"].reshape(20, 2, 16, 16)
+    meta = export_deploy(snap, tmp_path / "deploy.caffemodel", net=name)
+    assert meta["iteration"] == 7 and len(meta["sha256"]) == 64 and meta["net"] == name
+    dn = caffe.Net(str(m.deploy), str(tmp_path / "deploy.caffemodel"), caffe.TEST)
+    pair = rng.random((20, 2 * c, 16, 16)).astype(np.float32)
+    tn.blobs[m.data_top].reshape(20, 2 * c, 16, 16)
     tn.blobs["label"].reshape(20)
-    tn.blobs["pair"].data[...] = pair
+    tn.blobs[m.data_top].data[...] = pair
     tn.forward()
     logits = tn.blobs["fc2"].data
     soft = np.exp(logits - logits.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
-    dn.blobs["a"].reshape(20, 1, 16, 16)
-    dn.blobs["b"].reshape(20, 1, 16, 16)
-    dn.blobs["a"].data[...] = pair[:, :1]
-    dn.blobs["b"].data[...] = pair[:, 1:]
+    dn.blobs["a"].reshape(20, c, 16, 16)
+    dn.blobs["b"].reshape(20, c, 16, 16)
+    dn.blobs["a"].data[...] = pair[:, :c]
+    dn.blobs["b"].data[...] = pair[:, c:]
     prob = dn.forward()["prob"][:, :, 0, 0]
     assert np.abs(prob - soft).max() < 1e-5
     assert np.abs(soft[:, 1] - 0.5).max() > 1e-3    # the check is not trivially about constant outputs

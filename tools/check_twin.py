@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from pyfusion.fusion import to_gray
+from pyfusion.io import to_gray
 from pyfusion.io import read_image, to_unit
 from pyfusion.reproduce import survey_pairs
 

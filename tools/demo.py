@@ -28,8 +28,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pyfusion.constants import PATCH, STRIDE  # noqa: E402
-from pyfusion.focus import score_map_shape  # noqa: E402
-from pyfusion.fusion import STAGES, fuse  # noqa: E402
+from pyfusion.models import get as get_model  # noqa: E402
+from pyfusion.fusion import fuse  # noqa: E402
+from pyfusion.methods.cnn import STAGES  # noqa: E402
 from pyfusion.io import FusionInputError, from_unit, map_to_uint8, to_unit, write_image  # noqa: E402
 
 PROG = "demo"
@@ -48,7 +49,7 @@ def synthetic_pair(sharp: np.ndarray, *, sigma: float):
 
 def oracle_scores(mask: np.ndarray):
     """A perfect 'net': the fraction of each 16x16 patch (stride 2) that is sharp in A."""
-    sh = score_map_shape(mask.shape)
+    sh = get_model("cnn").score_shape(*mask.shape[:2])
     sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1))
     sat[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.float64), 0), 1)
     r0 = STRIDE * np.arange(sh[0])

@@ -30,6 +30,7 @@ def main(argv=None):
     src.add_argument("--model", help="a deploy caffemodel (with --onnx): export only the ONNX model")
     ap.add_argument("--out", help="deploy caffemodel to write (with --model --onnx: the ONNX model)")
     ap.add_argument("--onnx", action="store_true", help="also write the folded ONNX model and its side-car")
+    ap.add_argument("--net", help="registered model of the snapshot (default: the run's config, else cnn)")
     ap.add_argument("--val", help="val list.txt (HDF5 shards): measure the exported model, record it in the side-car")
     args = ap.parse_args(argv)
     print(f"export: {vars(args)}")
@@ -44,6 +45,7 @@ def main(argv=None):
         ap.error("--out is required with --run/--snapshot")
     extra = {}
     snap = args.snapshot
+    net = args.net
     if args.run:
         run = Path(args.run)
         snaps = snapshots(run)
@@ -53,6 +55,7 @@ def main(argv=None):
         snap = snaps[-1]
         state = json.loads((run / "run.json").read_text())
         extra["training"] = state
+        net = net or state["config"].get("net")
         log = (run / "log.csv").read_text().splitlines()
         if len(log) > 1:
             last = dict(zip(log[0].split(","), log[-1].split(",")))
@@ -60,13 +63,13 @@ def main(argv=None):
     elif not Path(snap).is_file():
         print(f"export: error: snapshot not found: {snap}", file=sys.stderr)
         return 2
-    meta = export_deploy(snap, args.out, extra=extra)
+    meta = export_deploy(snap, args.out, net=net or "cnn", extra=extra)
     if args.val:
         from pyfusion.io import write_atomic
         from pyfusion.train import evaluate
 
         manifest = Path(args.val).parent / "manifest.json"
-        meta["validation"] = evaluate(args.out, args.val)
+        meta["validation"] = evaluate(args.out, args.val, net=meta["net"])
         meta["validation"]["val_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else None
         write_atomic(str(args.out) + ".json", json.dumps(meta, indent=2) + "\n")   # the side-car, now with the result
         print(f"export: validation accuracy {meta['validation']['accuracy']:.4f} on {meta['validation']['pairs']} pairs")

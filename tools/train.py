@@ -4,13 +4,17 @@
     python tools/train.py --run runs/cpu [--max-iter 10000] [--max-hours 2] [--gpu 0]
     python tools/train.py --run runs/cpu --resume
     python tools/train.py --evaluate models/cnn_fusion.caffemodel --val data/patches/val/list.txt
+    python tools/train.py --net wavelet_high --run runs/wavelet_high --max-hours 1.2
+
+--net names a registered model (pyfusion.models): its net files and, unless --train/--val are given, its data
+folder data/<recipe>/{train,val}/list.txt.
 """
 import argparse
 import json
 import sys
 from dataclasses import asdict, fields
 
-from pyfusion.train import TrainConfig, evaluate, train
+from pyfusion.train import TrainConfig, data_lists, evaluate, train
 
 
 def main(argv=None):
@@ -18,8 +22,8 @@ def main(argv=None):
     ap.add_argument("--run", help="run folder (config, log.csv, curves.png, snapshots)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --run from its last snapshot")
     ap.add_argument("--evaluate", metavar="MODEL", help="deploy caffemodel to evaluate on --val")
-    ap.add_argument("--val", default=TrainConfig.val_list, help="validation list file (HDF5 shards)")
-    ap.add_argument("--train", default=TrainConfig.train_list, help="training list file (HDF5 shards)")
+    ap.add_argument("--val", default="", help="validation list file (HDF5 shards; default: the net's data folder)")
+    ap.add_argument("--train", default="", help="training list file (HDF5 shards; default: the net's data folder)")
     d = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in ("train_list", "val_list", "extra"):
@@ -27,7 +31,8 @@ def main(argv=None):
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(d, f.name)), default=getattr(d, f.name))
     args = ap.parse_args(argv)
     if args.evaluate:
-        r = evaluate(args.evaluate, args.val)
+        val = args.val or data_lists(TrainConfig(net=args.net))[1]
+        r = evaluate(args.evaluate, val, net=args.net)
         print(json.dumps(r, indent=2))
         return 0
     if not args.run:

@@ -1,1 +1,49 @@
-"""Inference backends of the deploy nets: one module each (winograd, onnx, caffe)."""
+"""Inference backends of the deploy nets: one module each, one small interface.
+
+Each backend module has
+
+* ``NAME``; ``available() -> bool``;
+* ``peak_bytes(model, h, w) -> int``: its memory model (the tile size follows it);
+* ``runner(model, caffemodel, onnx, *, threads, gpu=None) -> run``, where ``run(a, b)`` maps two (H, W, C)
+  float32 tiles to their score map; the runner checks the model file it reads against its side-car;
+* optionally ``GRID``, ``HALO_BEFORE`` and ``exact_scores(n, head)`` when its arithmetic depends on the tile
+  position (:mod:`pyfusion.tiling`).
+
+Backends: ``winograd`` (C kernels, the fastest on a CPU), ``onnx`` (ONNX Runtime, CPU or CUDA), ``caffe`` (the
+reference; CPU or GPU).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from .. import models
+
+BACKENDS = ("winograd", "onnx", "caffe")
+
+
+def get(name: str):
+    """The backend module called ``name``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def default_backend(model=None, *, gpu=None) -> str:
+    """The fastest backend that can run ``model`` here.
+
+    ``gpu`` given: ``"caffe"`` (its GPU mode). Otherwise, when the model's ONNX twin exists: ``"onnx"`` if ONNX
+    Runtime has a CUDA provider, else ``"winograd"`` if its C kernels are built, else ``"onnx"`` if onnxruntime
+    imports. Else ``"caffe"``.
+    """
+    if gpu is not None:
+        return "caffe"
+    _, _, onnx = models.resolve(model)
+    if onnx.is_file():
+        if get("onnx").has_cuda():
+            return "onnx"
+        if get("winograd").available() and importlib.util.find_spec("onnx") is not None:  # onnx reads the weights
+            return "winograd"
+        if get("onnx").available():
+            return "onnx"
+    return "caffe"

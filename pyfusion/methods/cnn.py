@@ -1,0 +1,151 @@
+"""``method="cnn"``: the fusion pipeline of [1]_ Sec. 3.3, unchanged from the paper.
+
+Steps for one pair A, B (each one function):
+
+1. sources to [0, 1] (:func:`pyfusion.io.to_unit`) and to grayscale (:func:`pyfusion.io.to_gray`, MATLAB
+   ``rgb2gray`` weights ``constants.RGB2GRAY``);
+2. score map from the CNN (:func:`pyfusion.net.score_map` or ``score_fn``);
+3. focus map (:func:`pyfusion.focus.focus_map`);
+4. binary map, ``focus > 0.5`` (:func:`pyfusion.focus.binary_map`);
+5. small-region removal, ``ceil(0.01 H W)`` (:func:`pyfusion.refine.remove_small_regions`) -> map ``D``;
+6. guided filter (r = 8, eps = 0.1) of ``D`` guided by the grayscale initial fusion
+   :func:`initial_fusion` ``gray(A) D + gray(B) (1 - D)`` (:func:`pyfusion.refine.guided_filter`) -> decision map;
+7. weighted average ``W A + (1 - W) B`` per channel (:func:`weighted_average`), rounded back to the input's bit
+   depth (:func:`pyfusion.io.from_unit`).
+
+More than two sources are fused in series, as in the paper: F = fuse(fuse(fuse(I1, I2), I3), ...), each
+intermediate result rounded to the input's bit depth, exactly as if the two-source method were run again on
+its own output.
+
+References
+----------
+.. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural network",
+   Information Fusion 36 (2017) 191-207, Sec. 3.3 (Fig. 4; last paragraph: more than two sources).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from pyfusion import models
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
+from pyfusion.focus import binary_map, focus_map
+from pyfusion.io import from_unit, to_gray, to_unit
+from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
+
+__all__ = ["fuse", "initial_fusion", "weighted_average", "STAGES", "MAPS"]
+
+#: Smallest source side: one patch of the net.
+MIN_SIZE = models.get("cnn").patch
+MIN_REASON = f"the {MIN_SIZE}x{MIN_SIZE} patch of the network"
+#: Keys of the timings besides ``"total"``, in pipeline order.
+STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map", "fused")
+#: The maps of the first pair, in pipeline order (FusionResult attributes of the same names).
+MAPS = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map")
+
+
+def initial_fusion(gray_a: np.ndarray, gray_b: np.ndarray, decision: np.ndarray) -> np.ndarray:
+    """Grayscale initial fusion ``gray(A) D + gray(B) (1 - D)`` that guides the guided filter.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207, Sec. 3.3.3.
+    """
+    return gray_a * decision + gray_b * (1.0 - decision)
+
+
+def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.ndarray:
+    """Fusion rule ``F = W A + (1 - W) B`` (Sec. 3.3.4 of [1]_), the same 2-D weight map ``W`` for every channel.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Sources in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+    decision : numpy.ndarray
+        ``(H, W)`` weight of ``a``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, same shape as ``a``, not clipped.
+
+    References
+    ----------
+    .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
+       network", Information Fusion 36 (2017) 191-207, Sec. 3.3.4.
+    """
+    w = np.asarray(decision, dtype=np.float64)
+    if np.ndim(a) == 3:
+        w = w[:, :, None]
+    return np.asarray(a, dtype=np.float64) * w + np.asarray(b, dtype=np.float64) * (1.0 - w)
+
+
+def _net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+    from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
+
+    def score(a, b):
+        return net.score_map(a, b, model=model, backend=backend, threads=threads, max_memory=max_memory,
+                             progress=progress)
+
+    return score
+
+
+def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, region_ratio, gf_radius, gf_eps, threshold, threads,
+               timings):
+    """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
+    def tick(stage, t0):
+        t1 = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + (t1 - t0)
+        return t1
+
+    t = time.perf_counter()
+    gray_a, gray_b = to_gray(a), to_gray(b)
+    scores = np.asarray(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)))
+    expected = models.get("cnn").score_shape(*gray_a.shape)
+    if scores.shape != expected:
+        raise ValueError(f"score map has shape {scores.shape}, expected {expected} for a "
+                         f"{gray_a.shape[1]}x{gray_a.shape[0]} image")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("score map contains non-finite values")
+    scores = scores.astype(np.float64)
+    t = tick("score_map", t)
+    focus = focus_map(scores, gray_a.shape)
+    t = tick("focus_map", t)
+    binary = binary_map(focus, threshold=threshold)
+    t = tick("binary_map", t)
+    cleaned = remove_small_regions(binary, area=area_threshold(binary.shape, ratio=region_ratio))
+    t = tick("cleaned_map", t)
+    decision = guided_filter(initial_fusion(gray_a, gray_b, cleaned), cleaned, radius=gf_radius, eps=gf_eps,
+                             threads=threads)
+    t = tick("decision_map", t)
+    fused = weighted_average(a, b, decision)
+    tick("fused", t)
+    return fused, dict(zip(MAPS, (scores, focus, binary, cleaned, decision)))
+
+
+def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,
+         score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
+         gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
+    """The CNN method on validated sources (one shape and dtype); see :func:`pyfusion.fuse` for the options.
+
+    Returns ``(fused, maps, timings)``: the fused image in the sources' dtype, the maps of the first pair
+    (:data:`MAPS`) and seconds per stage (:data:`STAGES`, summed over the pairs).
+    """
+    if score_fn is None:
+        score_fn = _net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+    elif model is not None or backend is not None or max_memory is not None:
+        raise ValueError("give either score_fn or model/backend/max_memory, not both")
+    opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads)
+    dtype = images[0].dtype
+    timings: dict = {}
+    current, maps = images[0], None
+    for nxt in images[1:]:
+        fused, pair_maps = _fuse_pair(to_unit(current), to_unit(nxt), score_fn, timings=timings, **opts)
+        t0 = time.perf_counter()
+        current = from_unit(fused, dtype)
+        timings["fused"] += time.perf_counter() - t0
+        maps = maps or pair_maps
+    return current, maps, {k: timings[k] for k in STAGES}

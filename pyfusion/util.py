@@ -1,0 +1,49 @@
+"""Small helpers with one job each: the repository root, file hashing, thread counts, available memory."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["ROOT", "sha256_file", "threads", "available_bytes", "THREADS_ENV"]
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Environment variable with the default number of threads of every backend and filter.
+THREADS_ENV = "PYFUSION_THREADS"
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def threads(n: int | None = None) -> int:
+    """Threads to use: ``n`` if given, else ``$PYFUSION_THREADS``, else the cores this process may run on."""
+    if n is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            n = int(env)
+        else:
+            try:
+                n = len(os.sched_getaffinity(0))
+            except AttributeError:  # pragma: no cover - not Linux
+                n = os.cpu_count() or 1
+    if int(n) < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    return int(n)
+
+
+def available_bytes() -> int:
+    """Memory the process may use: MemAvailable from /proc/meminfo (fallback 4 GiB)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
