@@ -127,7 +127,30 @@ def test_docstrings_have_references(name):
 
 
 # ----------------------------------------------------------------------------------- properties
-IDENTICAL = {"QMI": 2.0, "QG": qg_max(), "QE": 1.0, "QY": 1.0, "QCB": 1.0, "QCV": 0.0}
+# Expected values below are derived in the test from the metric definitions (docs/metrics.md, "Definitions", and
+# the papers cited there), never read back from pyfusion. Several properties are checked by a helper `_check_*`
+# that a negative test also runs on plausible wrong implementations (stand-ins), which must fail it.
+
+# QG sigmoid constants (Gamma, kappa, sigma) of Xydeas & Petrovic, Electronics Letters 36(4), 2000, Fig. 1, as
+# listed under "QG" in docs/metrics.md: strength and orientation.
+QG_STRENGTH = (0.9994, -15.0, 0.5)
+QG_ORIENTATION = (0.9879, -22.0, 0.8)
+
+
+def _sigmoid(v, gamma, kappa, sigma):
+    return gamma / (1.0 + np.exp(kappa * (v - sigma)))
+
+
+# A = B = F: relative strength and relative orientation are 1 at every pixel, so every pixel scores
+# sigmoid_g(1) * sigmoid_a(1) and so does the g-weighted mean. Each sigmoid at 1 is below its Gamma (< 1), hence
+# the ceiling 0.99885 * 0.97592 = 0.97479 < 1 (docs/metrics.md: "the ceiling (A = B = F) is ... not 1").
+QG_CEILING = float(_sigmoid(1.0, *QG_STRENGTH) * _sigmoid(1.0, *QG_ORIENTATION))
+
+# Value for A = B = F, where the definition fixes it (docs/metrics.md, "Definitions"): QMI "2 for A = B = F";
+# QG the sigmoid ceiling above; QE = product of two weighted UIQI means, UIQI(x, x) = 1 (Wang & Bovik 2002);
+# QY = mean of SSIM(x, x) = 1 (docstring: "1 when A = B = F"); QCB "1 for A = B = F"; QCV "0 for A = B = F".
+# QNCIE (1 only for a uniform histogram) and QP (< 1, masking) have no fixed value there.
+IDENTICAL = {"QMI": 2.0, "QG": QG_CEILING, "QE": 1.0, "QY": 1.0, "QCB": 1.0, "QCV": 0.0}
 
 
 @pytest.mark.parametrize("name", sorted(IDENTICAL))
@@ -137,7 +160,10 @@ def test_identical_images_give_the_extreme(name):
 
 
 def test_qg_ceiling_is_below_one_with_the_published_sigmoids():
-    assert 0.974 < qg_max() < 0.975
+    # QG_CEILING is derived above from the published constants; qg_max() must be the same number.
+    assert qg_max() == pytest.approx(QG_CEILING, rel=1e-14)
+    assert QG_CEILING < QG_STRENGTH[0] * QG_ORIENTATION[0] < 1
+    assert QG_CEILING == pytest.approx(0.9994 / (1 + np.exp(-7.5)) * 0.9879 / (1 + np.exp(-4.4)), rel=1e-15)
 
 
 def test_qncie_is_one_for_identical_uniform_histogram_images():
@@ -148,18 +174,50 @@ def test_qncie_is_one_for_identical_uniform_histogram_images():
     assert METRICS["QNCIE"](s, s, s) > METRICS["QNCIE"](a, b, s)
 
 
-def test_qp_identical_images_close_to_one_and_best():
+def test_qp_identical_images_below_one_only_because_of_the_mask(monkeypatch):
+    """docs/metrics.md (QP): "Because the source maps are masked and the fused map is not, A = B = F gives
+    slightly less than 1". Each local term (cov + C) / (sqrt(var_x var_f) + C) is <= 1 (Cauchy-Schwarz, same
+    window for both), the masks of A and B lie inside the max mask, so each of the three factors is <= 1; with
+    the mask switched off (threshold below any phase congruency) x = f in every window and each term is 1."""
     s, a, b, blur = _scene()
     same = METRICS["QP"](s, s, s)
-    assert 0.95 < same <= 1.0
+    assert 0 < same < 1
     assert same > METRICS["QP"](a, b, s) > METRICS["QP"](a, b, blur)
+    from pyfusion.metrics import phase
+
+    monkeypatch.setattr(phase, "_FEATURE_THRESHOLD", -1.0)
+    assert METRICS["QP"](s, s, s) == pytest.approx(1.0, abs=1e-12)
+
+
+def _check_symmetric_and_discriminating(fn, lower_is_better):
+    """fn(a, b, f) == fn(b, a, f) on an asymmetric fused image, and on the same sources the right decision map
+    (fused = the all-in-focus scene) scores better than the inverted one (each half taken from the source that
+    is blurred there, i.e. the all-blurred scene)."""
+    s, a, b, blur = _scene(seed=1)
+    f = np.round((a + 2 * s) / 3)
+    assert fn(a, b, f) == pytest.approx(fn(b, a, f), rel=1e-10, abs=1e-12)
+    good, bad = fn(a, b, s), fn(a, b, blur)
+    assert abs(good - bad) > 1e-3 * max(1.0, abs(good))
+    assert (good < bad) if lower_is_better else (good > bad)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_symmetric_in_the_sources(name):
-    s, a, b, _ = _scene(seed=1)
-    f = np.round((a + 2 * s) / 3)
-    assert METRICS[name](a, b, f) == pytest.approx(METRICS[name](b, a, f), rel=1e-10, abs=1e-12)
+    _check_symmetric_and_discriminating(METRICS[name], name == "QCV")
+
+
+_WRONG_SYMMETRY = {
+    "constant": lambda fn: (lambda a, b, f: 0.5),
+    "ignores source b": lambda fn: (lambda a, b, f: fn(a, a, f)),
+    "wrong direction": lambda fn: (lambda a, b, f: -fn(a, b, f)),
+}
+
+
+@pytest.mark.parametrize("wrong", sorted(_WRONG_SYMMETRY))
+@pytest.mark.parametrize("name", NAMES)
+def test_symmetry_check_rejects_wrong_metrics(name, wrong):
+    with pytest.raises(AssertionError):
+        _check_symmetric_and_discriminating(_WRONG_SYMMETRY[wrong](METRICS[name]), name == "QCV")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -169,25 +227,156 @@ def test_all_in_focus_beats_all_blurred(name):
     assert (good < bad) if name == "QCV" else (good > bad)
 
 
-BOUNDS = {"QMI": (0, 2), "QNCIE": (0, 1), "QG": (0, qg_max()), "QP": (-1, 1), "QE": (-1, 1), "QY": (-1, 1),
+BOUNDS = {"QMI": (0, 2), "QNCIE": (0, 1), "QG": (0, QG_CEILING), "QP": (-1, 1), "QE": (-1, 1), "QY": (-1, 1),
           "QCB": (0, 1), "QCV": (0, np.inf)}
+
+
+def _stretched(x):
+    """Integer levels with min 0 and max 255, so the toolbox's normalize1 leaves the image unchanged."""
+    return np.round((x - x.min()) / (x.max() - x.min()) * 255)
+
+
+def _entropy(*images):
+    """Joint entropy in bits of integer-level images (pixel tuples counted with numpy.unique)."""
+    _, counts = np.unique(np.stack([x.ravel() for x in images]), axis=1, return_counts=True)
+    p = counts / counts.sum()
+    return float(-np.sum(p * np.log2(p)))
+
+
+def _qncie_from_nccs(nab, naf, nbf):
+    """docs/metrics.md (QNCIE): eigenvalues r_i of the NCC matrix, 1 + sum (r_i/3) log_256(r_i/3), 0 log 0 = 0."""
+    r = np.linalg.eigvalsh(np.array([[1.0, nab, naf], [nab, 1.0, nbf], [naf, nbf, 1.0]])) / 3
+    r = r[r > 1e-15]
+    return float(1 + np.sum(r * np.log2(r)) / 8)
+
+
+def _uiqi_of_scaled_copy(k):
+    """UIQI / SSIM with negligible constants of y = k x: luminance 2k/(1+k^2) times contrast-structure
+    2k/(1+k^2), in every window (Wang & Bovik 2002; Wang et al. 2004)."""
+    return (2 * k / (1 + k * k)) ** 2
+
+
+def _reference_values(a, b):
+    """metric -> (images, expected value) for random sources a, b (levels 0..255, min 0 and max 255)."""
+    k = 0.5
+    h_a, h_b, h_ab = _entropy(a), _entropy(b), _entropy(a, b)
+    return {
+        # Hossny et al.: F = A gives 2 [I(A;A)/2H(A) + I(B;A)/(H(A)+H(B))] = 1 + 2 I(A;B)/(H(A)+H(B))
+        "QMI": ((a, b, a), 1 + 2 * (h_a + h_b - h_ab) / (h_a + h_b)),
+        # A = B = F: all three NCCs are H(A)/8 (docs: "NCC(X, X) = H(X)/8")
+        "QNCIE": ((a, a, a), _qncie_from_nccs(*[h_a / 8] * 3)),
+        # F = A/2: Sobel is linear, so the relative strength is exactly 0.5 and the orientation is unchanged:
+        # every pixel scores sigmoid_g(0.5) * sigmoid_a(1) = (Gamma_g / 2) * sigmoid_a(1)
+        "QG": ((a, a, a * k), float(_sigmoid(k, *QG_STRENGTH) * _sigmoid(1.0, *QG_ORIENTATION))),
+        # A = B, F = kA: UIQI(x, kx) in every window, also for the (linear) gradient images: QE = UIQI^2
+        "QE": ((a, a, a * k), _uiqi_of_scaled_copy(k) ** 2),
+        # A = B (SSIM(A, B) = 1 >= 0.75): lambda-weighted SSIM(A, F) + SSIM(A, F) = SSIM(x, kx)
+        "QY": ((a, a, a * k), _uiqi_of_scaled_copy(k)),
+        # normalize1 stretches each image to [0, 255]: kA becomes A, so these are the A = B = F values
+        "QCB": ((a, a, a * k), 1.0),
+        "QCV": ((a, a, a * k), 0.0),
+    }
+
+
+def _random_images():
+    rng = np.random.default_rng(4)
+    return [_stretched(ndi.gaussian_filter(rng.uniform(0, 255, (64, 72)), s)) for s in (0.5, 1.0, 2.0)]
+
+
+def _check_range_and_reference_values(fn, name):
+    a, b, f = _random_images()
+    lo, hi = BOUNDS[name]
+    v = fn(a, b, f)
+    assert np.isfinite(v) and lo - 1e-12 <= v <= hi + 1e-12
+    same = fn(a, a, a)
+    if name in IDENTICAL:
+        assert same == pytest.approx(IDENTICAL[name], abs=1e-9)
+    # an unrelated fused image is clearly worse than a perfect one
+    assert (v - same > 0.01 * max(1.0, abs(v))) if name == "QCV" else (same - v > 0.01)
+    if name in REFERENCE_NAMES:
+        images, expected = _reference_values(a, b)[name]
+        assert fn(*images) == pytest.approx(expected, abs=1e-8)
+
+
+REFERENCE_NAMES = ("QMI", "QNCIE", "QG", "QE", "QY", "QCB", "QCV")  # QP: no closed form
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_values_in_range_on_random_images(name):
-    rng = np.random.default_rng(4)
-    a, b, f = (np.round(ndi.gaussian_filter(rng.uniform(0, 255, (64, 72)), s)) for s in (0.5, 1.0, 2.0))
+    _check_range_and_reference_values(METRICS[name], name)
+
+
+def test_reference_values_are_not_trivial():
+    """The closed-form expectations are not the A = B = F values (else a metric stuck there would pass)."""
+    a, b, _ = _random_images()
+    ref = _reference_values(a, b)
+    assert 1.2 < ref["QMI"][1] < 1.9 and 0.9 < ref["QNCIE"][1] < 0.99
+    assert ref["QG"][1] == pytest.approx(0.9994 / 2 * 0.9879 / (1 + np.exp(-4.4)))
+    assert ref["QE"][1] == pytest.approx(0.8 ** 4) and ref["QY"][1] == pytest.approx(0.64)
+
+
+@pytest.mark.parametrize("value", ["extreme", "mid-range"])
+@pytest.mark.parametrize("name", NAMES)
+def test_range_check_rejects_constant_metrics(name, value):
     lo, hi = BOUNDS[name]
-    v = METRICS[name](a, b, f)
-    assert np.isfinite(v) and lo - 1e-12 <= v <= hi + 1e-12
+    c = IDENTICAL.get(name, 1.0) if value == "extreme" else (lo + min(hi, 10.0)) / 2
+    with pytest.raises(AssertionError):
+        _check_range_and_reference_values(lambda a, b, f: c, name)
+
+
+# MATLAB rgb2gray documentation: "0.2989 * R + 0.5870 * G + 0.1140 * B" (uint8 result, rounded). These 4-digit
+# weights differ from the exact ones (first row of inv(NTSC matrix)) by less than 0.026 grey levels on [0, 255],
+# so pixels whose weighted sum lies within 0.03 of a rounding boundary (.5) are nudged away from it.
+MATLAB_RGB2GRAY = np.array([0.2989, 0.5870, 0.1140])
+_BOUNDARY_BAND = 0.03
+
+
+def _away_from_rounding_boundaries(rgb):
+    rgb = rgb.copy()
+    for _ in range(2):
+        bad = np.abs((rgb.astype(float) @ MATLAB_RGB2GRAY) % 1 - 0.5) < _BOUNDARY_BAND
+        blue = rgb[..., 2]
+        blue[bad] = np.where(blue[bad] < 255, blue[bad] + 1, blue[bad] - 1)  # moves the sum by 0.114
+    assert not np.any(np.abs((rgb.astype(float) @ MATLAB_RGB2GRAY) % 1 - 0.5) < _BOUNDARY_BAND)
+    return rgb
+
+
+def _grey(rgb, weights):
+    return np.floor(rgb.astype(float) @ weights + 0.5)  # uint8 rounding (half away; no halves occur here)
+
+
+def _colour_triplet():
+    rng = np.random.default_rng(5)
+    return [_away_from_rounding_boundaries(
+        ndi.gaussian_filter(rng.uniform(0, 255, (48, 40, 3)), (1, 1, 0)).astype(np.uint8)) for _ in range(3)]
+
+
+def _check_colour_is_matlab_grey(fn, name):
+    rgb = _colour_triplet()
+    assert fn(*rgb) == METRICS[name](*[_grey(x, MATLAB_RGB2GRAY) for x in rgb])
+
+
+# plausible wrong colour handling: equal weights, BGR order (OpenCV arrays), no rounding back to uint8 levels
+WRONG_GREY = {
+    "equal weights": lambda x: _grey(x, np.full(3, 1 / 3)),
+    "BGR order": lambda x: _grey(x, MATLAB_RGB2GRAY[::-1]),
+    "not rounded": lambda x: x.astype(float) @ MATLAB_RGB2GRAY,
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_colour_input_equals_matlab_grey_conversion(name):
-    rng = np.random.default_rng(5)
-    rgb = [ndi.gaussian_filter(rng.uniform(0, 255, (48, 40, 3)), (1, 1, 0)).astype(np.uint8) for _ in range(3)]
-    grey = [rgb2gray(x) for x in rgb]
-    assert METRICS[name](*rgb) == METRICS[name](*grey)
+    _check_colour_is_matlab_grey(METRICS[name], name)
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG_GREY))
+@pytest.mark.parametrize("name", NAMES)
+def test_colour_check_rejects_a_wrong_grey_conversion(name, wrong):
+    def metric_with_wrong_conversion(*imgs):
+        return METRICS[name](*[WRONG_GREY[wrong](x) if x.ndim == 3 else x for x in imgs])
+
+    with pytest.raises(AssertionError):
+        _check_colour_is_matlab_grey(metric_with_wrong_conversion, name)
 
 
 def test_rgb2gray_is_matlabs():
@@ -394,10 +583,77 @@ def test_cli_rejects_mismatched_fused_image(tmp_path):
     assert not (tmp_path / "t.md").exists()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_constant_images_do_not_raise_or_warn(name, recwarn):
+def _constant_cases():
+    """A constant image c, a random image r with levels 0..255 (normalize1 leaves it as is) and H(r) in bits."""
     c = np.full((32, 40), 100.0)
     r = np.round(np.random.default_rng(7).uniform(0, 255, (32, 40)))
-    for trio in ((c, c, c), (c, r, r), (r, r, c)):
-        assert isinstance(METRICS[name](*trio), float)  # NaN allowed where the definition is undefined
+    r[0, 0], r[-1, -1] = 0, 255
+    return c, r, _entropy(r)
+
+
+def _constant_expectations(h_r):
+    """Documented values for the trios (c, c, c), (c, r, r), (r, r, c); None: only finite and within BOUNDS.
+
+    normalize1 maps a constant image to zeros (pyfusion/metrics/_common.py normalize255: "any other constant
+    image maps to zeros"), whose histogram has entropy 0.
+    QMI: a term whose entropy sum is 0 counts as 0 (qmi docstring); I(X; constant) = 0; (c, r, r): 2 [0 + 1/2].
+    QNCIE: NCC = 0 with a constant image, H(r)/8 for (r, r); 0 log 0 = 0 (docs/metrics.md, QNCIE).
+    QG, QE, QY: c = c = c is A = B = F (docs). QY (c, r, r): SSIM(c, r) ~ 0 < 0.75, so max(SSIM(A,F), SSIM(B,F))
+    = SSIM(r, r) = 1; QY and QE (r, r, c): every SSIM / UIQI of r with the flat c is C / (var_r + C) ~ 0.
+    QP: NaN when no source pixel has phase congruency above 0.1 (qp docstring); a constant has none.
+    QCB: NaN where the formula is undefined, e.g. a constant image (qcb docstring): normalize1 gives zeros and
+    the band-limited contrast is 0/0.
+    QCV: 0 for A = B = F (docs); (c, r, r): saliency of the (zeroed) constant A is 0 and D_B = 0 as F = B.
+    """
+    nan = float("nan")
+    return {
+        "QMI": (0.0, 1.0, 0.0),
+        "QNCIE": (_qncie_from_nccs(0, 0, 0), _qncie_from_nccs(0, 0, h_r / 8), _qncie_from_nccs(h_r / 8, 0, 0)),
+        "QG": (QG_CEILING, None, None),
+        "QP": (nan, None, None),
+        "QE": (1.0, None, 0.0),
+        "QY": (1.0, 1.0, 0.0),
+        "QCB": (nan, nan, nan),
+        "QCV": (0.0, 0.0, None),
+    }
+
+
+def _check_constant_images(fn, name):
+    c, r, h_r = _constant_cases()
+    for trio, expected in zip(((c, c, c), (c, r, r), (r, r, c)), _constant_expectations(h_r)[name]):
+        v = fn(*trio)
+        assert isinstance(v, float)
+        if expected is None:
+            lo, hi = BOUNDS[name]
+            assert np.isfinite(v) and lo - 1e-12 <= v <= hi + 1e-12
+        elif np.isnan(expected):
+            assert np.isnan(v)
+        else:
+            assert v == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constant_images_do_not_raise_or_warn(name, recwarn):
+    _check_constant_images(METRICS[name], name)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_constant_image_expectations_are_not_trivial():
+    _, _, h_r = _constant_cases()
+    assert 7.5 < h_r < 8  # so the QNCIE expectations differ from one another
+    exp = _constant_expectations(h_r)["QNCIE"]
+    assert exp[0] == pytest.approx(1 - np.log2(3) / 8) and exp[1] == exp[2] != exp[0]
+
+
+# plausible wrong handling of degenerate inputs: MATLAB's NaN everywhere (0/0 not guarded), or 0 instead of NaN
+_WRONG_DEGENERATE = {"always NaN": lambda fn: (lambda *t: float("nan")),
+                     "NaN replaced by 0": lambda fn: (lambda *t: float(np.nan_to_num(fn(*t), nan=0.0)))}
+
+
+# (QCB is documented NaN for every trio with a constant image, so "always NaN" is right there; the other tests
+# reject a QCB that is always NaN.)
+@pytest.mark.parametrize("name,wrong", [(n, "always NaN") for n in NAMES if n != "QCB"]
+                         + [(n, "NaN replaced by 0") for n in ("QP", "QCB")])  # the metrics with a NaN case
+def test_constant_image_check_rejects_wrong_conventions(name, wrong):
+    with pytest.raises(AssertionError):
+        _check_constant_images(_WRONG_DEGENERATE[wrong](METRICS[name]), name)

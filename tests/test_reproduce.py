@@ -1,5 +1,6 @@
 """Recovering the authors' decision from their fused image (pyfusion.reproduce)."""
 import numpy as np
+import pytest
 
 from pyfusion.reproduce import compare, estimate_decision, psnr255, survey_pairs
 
@@ -26,9 +27,34 @@ def test_pixels_where_sources_agree_are_not_judged():
     assert mask.sum() == 1 and est[0, 0] == 1.0
 
 
+def _check_psnr255(fn):
+    """PSNR = 10 log10(255^2 / MSE) (8-bit peak): MSE = 1 gives 20 log10(255) = 48.1308... dB, MSE = 16^2 gives
+    20 log10(255 / 16), equal images give inf."""
+    x = np.arange(16.0).reshape(4, 4)
+    assert fn(x, x + 1) == pytest.approx(20 * np.log10(255), rel=1e-12)
+    assert fn(x, x - 16) == pytest.approx(20 * np.log10(255 / 16), rel=1e-12)
+    y = x.copy()
+    y[0, 0] += 8  # one pixel off by 8 of 16: MSE = 64 / 16 = 4
+    assert fn(x, y) == pytest.approx(10 * np.log10(255 ** 2 / 4), rel=1e-12)
+    assert fn(x, x) == float("inf")
+
+
 def test_psnr255():
-    x = np.zeros((4, 4))
-    assert abs(psnr255(x, x + 1) - 48.1308) < 1e-3
+    _check_psnr255(psnr255)
+
+
+# plausible wrong PSNRs: peak 1 instead of 255, RMSE in place of MSE, sum instead of mean of the squared error
+_WRONG_PSNR = {
+    "peak 1": lambda x, y: psnr255(x, y) - 20 * np.log10(255),
+    "rmse": lambda x, y: psnr255(x, y) / 2 + 10 * np.log10(255),
+    "sum of squares": lambda x, y: psnr255(x, y) - 10 * np.log10(np.size(x)),
+}
+
+
+@pytest.mark.parametrize("wrong", sorted(_WRONG_PSNR))
+def test_psnr255_check_rejects_wrong_formulas(wrong):
+    with pytest.raises(AssertionError):
+        _check_psnr255(_WRONG_PSNR[wrong])
 
 
 def test_survey_pairs_lists_all_30(shared_data):
