@@ -17,7 +17,7 @@ from pyfusion.io import FusionInputError, read_image, validate_images
 __all__ = ["FusionResult", "fuse", "METHODS"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
-METHODS = {"cnn": "cnn"}
+METHODS = {"cnn": "cnn", "wavelet-cnn": "wavelet_cnn"}
 
 
 @dataclass(frozen=True)

@@ -93,37 +93,53 @@ def _net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
     return score
 
 
-def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, region_ratio, gf_radius, gf_eps, threshold, threads,
-               timings):
-    """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
-    def tick(stage, t0):
-        t1 = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + (t1 - t0)
-        return t1
+def decision_maps(scores, gray_a, gray_b, *, region_ratio, gf_radius, gf_eps, threshold, threads=None,
+                  tick=lambda stage: None, patch: int = 16, stride: int = 2) -> dict:
+    """Steps 3-6 of the pipeline on one score map: focus, binary, cleaned and decision maps (by :data:`MAPS` name).
 
-    t = time.perf_counter()
-    gray_a, gray_b = to_gray(a), to_gray(b)
-    scores = np.asarray(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)))
-    expected = models.get("cnn").score_shape(*gray_a.shape)
-    if scores.shape != expected:
-        raise ValueError(f"score map has shape {scores.shape}, expected {expected} for a "
-                         f"{gray_a.shape[1]}x{gray_a.shape[0]} image")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("score map contains non-finite values")
-    scores = scores.astype(np.float64)
-    t = tick("score_map", t)
-    focus = focus_map(scores, gray_a.shape)
-    t = tick("focus_map", t)
+    ``gray_a``, ``gray_b`` are the grayscale sources at the score map's resolution (the guide is their initial
+    fusion); ``tick(stage)`` is called after each step (timings). Shared by the wavelet-domain method, which runs it
+    on each band's score map.
+    """
+    focus = focus_map(scores, gray_a.shape, patch=patch, stride=stride)
+    tick("focus_map")
     binary = binary_map(focus, threshold=threshold)
-    t = tick("binary_map", t)
+    tick("binary_map")
     cleaned = remove_small_regions(binary, area=area_threshold(binary.shape, ratio=region_ratio))
-    t = tick("cleaned_map", t)
+    tick("cleaned_map")
     decision = guided_filter(initial_fusion(gray_a, gray_b, cleaned), cleaned, radius=gf_radius, eps=gf_eps,
                              threads=threads)
-    t = tick("decision_map", t)
-    fused = weighted_average(a, b, decision)
-    tick("fused", t)
-    return fused, dict(zip(MAPS, (scores, focus, binary, cleaned, decision)))
+    tick("decision_map")
+    return dict(zip(MAPS, (scores, focus, binary, cleaned, decision)))
+
+
+def check_scores(scores, expected) -> np.ndarray:
+    """A score function's output as float64, or ValueError for a wrong shape or non-finite values."""
+    scores = np.asarray(scores)
+    if scores.shape != expected:
+        raise ValueError(f"score map has shape {scores.shape}, expected {expected}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("score map contains non-finite values")
+    return scores.astype(np.float64)
+
+
+def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, threads, timings, **steps):
+    """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
+    clock = [time.perf_counter()]
+
+    def tick(stage):
+        t1 = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + (t1 - clock[0])
+        clock[0] = t1
+
+    gray_a, gray_b = to_gray(a), to_gray(b)
+    scores = check_scores(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)),
+                          models.get("cnn").score_shape(*gray_a.shape))
+    tick("score_map")
+    maps = decision_maps(scores, gray_a, gray_b, threads=threads, tick=tick, **steps)
+    fused = weighted_average(a, b, maps["decision_map"])
+    tick("fused")
+    return fused, maps
 
 
 def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,

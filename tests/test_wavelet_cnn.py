@@ -1,0 +1,146 @@
+"""method="wavelet-cnn": perfect reconstruction, sizes, colour, 16-bit, N sources, the band decisions, and the
+training recipe of sub-band pairs (pyfusion.data)."""
+import cv2
+import numpy as np
+import pytest
+
+import pyfusion
+from pyfusion import data, models
+from pyfusion.io import FusionInputError, from_unit
+from pyfusion.methods import wavelet_cnn as wc
+
+LOW, HIGH = models.get("wavelet_low"), models.get("wavelet_high")
+
+
+def const_fns(low=1.0, high=1.0):
+    return (lambda a, b: np.full(LOW.score_shape(*a.shape[:2]), low, np.float32),
+            lambda a, b: np.full(HIGH.score_shape(*a.shape[:2]), high, np.float32))
+
+
+def energy_fns():
+    """Fake band nets: 1 where A's band has more local energy (the sharper source), else 0."""
+    def score(a, b, m):
+        ea = cv2.boxFilter(np.square(a).reshape(a.shape[0], a.shape[1], -1).sum(-1), -1, (16, 16))
+        eb = cv2.boxFilter(np.square(b).reshape(b.shape[0], b.shape[1], -1).sum(-1), -1, (16, 16))
+        sh = m.score_shape(*a.shape[:2])
+        return (ea > eb)[7::2, 7::2][: sh[0], : sh[1]].astype(np.float32)
+
+    def low(a, b):      # the LL band: local variance instead of energy
+        return score(a - cv2.blur(a, (5, 5)), b - cv2.blur(b, (5, 5)), LOW)
+
+    return low, (lambda a, b: score(a, b, HIGH))
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 53), (101, 77), (64, 48, 3), (45, 33, 1)])
+@pytest.mark.parametrize("levels,deep", [(1, "derive"), (3, "derive"), (1, "net")])
+def test_fusing_an_image_with_itself_returns_it(shape, levels, deep):
+    x = np.random.default_rng(0).random(shape)
+    r = pyfusion.fuse([x, x, x], method="wavelet-cnn", score_fns=energy_fns(), levels=levels, deep=deep)
+    assert r.fused.shape == x.shape and r.fused.dtype == x.dtype
+    assert np.abs(r.fused - x).max() < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_integer_sources_come_back_exactly(dtype):
+    x = from_unit(np.random.default_rng(1).random((40, 56, 3)), dtype)
+    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(0.3, 0.8))
+    np.testing.assert_array_equal(r.fused, x)
+
+
+@pytest.mark.parametrize("low,high", [(1.0, 1.0), (0.0, 0.0)])
+def test_constant_decisions_take_one_source(low, high):
+    rng = np.random.default_rng(2)
+    a, b = rng.random((48, 40)), rng.random((48, 40))
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=const_fns(low, high), levels=2)
+    np.testing.assert_allclose(r.fused, a if low else b, atol=1e-12)
+
+
+def test_low_and_high_decisions_act_on_their_own_bands():
+    """Low from A, high from B: the fused image is A's level-1 LL with B's details (Haar, written out here)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.random((32, 36)), rng.random((32, 36))
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=const_fns(1.0, 0.0))
+
+    def blocks(x):  # the 2x2 block mean (LL) and the rest (details) of a Haar level
+        m = 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
+        return np.kron(m, np.ones((2, 2)))
+
+    np.testing.assert_allclose(r.fused, np.clip(blocks(a) + (b - blocks(b)), 0, 1), atol=1e-12)  # floats: clipped
+
+
+def test_synthetic_pair_beats_both_sources():
+    """Left half sharp in A, right half in B: the band decisions follow the sharp halves."""
+    rng = np.random.default_rng(4)
+    sharp = cv2.GaussianBlur(rng.random((96, 128)), (3, 3), 0.7)
+    blur = cv2.GaussianBlur(sharp, (0, 0), 2.5)
+    left = np.zeros(sharp.shape, bool)
+    left[:, :64] = True
+    a, b = np.where(left, sharp, blur), np.where(left, blur, sharp)
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=energy_fns())
+    err = lambda x: np.abs(x - sharp)[:, 8:-8].mean()   # noqa: E731
+    assert err(r.fused) < 0.5 * min(err(a), err(b))
+    assert r.high_decision_map[:, :24].mean() > 0.9 and r.high_decision_map[:, -24:].mean() < 0.1
+
+
+def test_maps_and_errors():
+    x = np.random.default_rng(5).random((40, 40))
+    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns())
+    assert set(r.maps) == set(wc.MAPS)
+    assert r.low_decision_map.shape == (20, 20) and r.high_score_map.shape == HIGH.score_shape(20, 20)
+    with pytest.raises(FusionInputError, match="smaller than 32x32"):
+        pyfusion.fuse([x[:31], x[:31]], method="wavelet-cnn", score_fns=const_fns())
+    with pytest.raises(ValueError, match="levels"):
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(), levels=0)
+    with pytest.raises(ValueError, match="at least 64x64"):
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(), levels=2, deep="net")
+    with pytest.raises(ValueError, match="shape"):
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=(lambda a, b: np.zeros((2, 2)), const_fns()[1]))
+
+
+def test_derive_decision_is_the_block_mean():
+    w = np.arange(15, dtype=float).reshape(3, 5)
+    got = wc.derive_decision(w, (2, 3))
+    padded = np.pad(w, ((0, 1), (0, 1)), mode="edge")
+    want = padded.reshape(2, 2, 3, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(got, want)
+
+
+def test_band_pairs_are_the_scaled_haar_bands_of_the_patches():
+    """The recipe's sub-band pairs, written out with explicit 2x2 Haar sums (not PyWavelets)."""
+    rng = np.random.default_rng(6)
+    pair = rng.random((5, 2, 32, 32))
+    out = data.band_pairs(pair)
+    assert out["low"].shape == (5, 2, 16, 16) and out["high"].shape == (5, 6, 16, 16)
+    p, q, r, s = pair[..., 0::2, 0::2], pair[..., 0::2, 1::2], pair[..., 1::2, 0::2], pair[..., 1::2, 1::2]
+    ll = (p + q + r + s) / 2                         # orthonormal Haar: sums / 2
+    lh = (p + q - r - s) / 2                         # PyWavelets' cH: rows differ (horizontal detail)
+    hl = (p - q + r - s) / 2                         # cV: columns differ
+    hh = (p - q - r + s) / 2
+    np.testing.assert_allclose(out["low"], ll * data.BAND_SCALE["low"], atol=1e-6)
+    for i, band in enumerate((lh, hl, hh)):
+        np.testing.assert_allclose(out["high"][:, i], band[:, 0] * data.BAND_SCALE["high"], atol=1e-6)
+        np.testing.assert_allclose(out["high"][:, 3 + i], band[:, 1] * data.BAND_SCALE["high"], atol=1e-6)
+    np.testing.assert_allclose(out["low"][:, 0], pair[:, 0].reshape(5, 16, 2, 16, 2).mean((2, 4)), atol=1e-6)
+
+
+def test_wavelet_dataset_recipe(tmp_path):
+    """Sub-band pairs from 32x32 clear/blurred patches: (clear, blurred) = 1 with A's bands first; both datasets
+    share their places and labels; the clear patch has more high-band energy than the blurred one."""
+    import h5py
+
+    rng = np.random.default_rng(7)
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(img_dir / f"{k}.png"), rng.integers(0, 256, (70, 90), dtype=np.uint8))
+    m = data.make_dataset([img_dir], tmp_path / "w", examples=60, seed=1, net="wavelet_high", progress=False)
+    assert m["recipe"]["patch"] == 32 and m["recipe"]["bands"]["wavelet"] == "haar"
+    assert m["recipe"]["datasets"] == {"low": [2, 16, 16], "high": [6, 16, 16]}
+    with h5py.File(tmp_path / "w" / "shard_0000.h5") as f:
+        low, high, label = f["low"][...], f["high"][...], f["label"][...]
+    assert len(label) == 60 and label.sum() == 30
+    ea, eb = np.square(high[:, :3]).sum((1, 2, 3)), np.square(high[:, 3:]).sum((1, 2, 3))
+    assert np.all((ea > eb) == (label == 1))
+    assert low.min() >= 0 and low.max() <= 1
+    # the same dataset serves the low net: its train_val reads the "low" top
+    assert 'top: "low"' in models.get("wavelet_low").train_val.read_text()
