@@ -1,7 +1,8 @@
 # pyfusion — every step of the project, from a fresh clone.
-#   make demo     set everything up, fuse an embedded example (writes demo/)
-#   make test     set everything up, run the test suite
+#   make demo     the venv and the C kernels (no Caffe build), then fuse an embedded example (writes demo/)
+#   make test     set everything up (venv, C kernels, Caffe), run the test suite
 #   make dataset train export    reproduce the shipped model (CPU schedule; SCHEDULE=paper for the paper's)
+#   make dataset train export NET=wavelet_high    the same for another registered net (pyfusion/models.py)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,9 +12,10 @@ SHARED ?= ../shared/data
 BSDS := $(SHARED)/train/bsds500
 IMAGES ?= $(BSDS)/train $(BSDS)/test
 VAL_IMAGES ?= $(BSDS)/val
-TRAIN_EXAMPLES ?= 2000000
+NET ?= cnn
+TRAIN_EXAMPLES ?= $(if $(filter cnn,$(NET)),2000000,500000)
 VAL_EXAMPLES ?= 10000
-RUN ?= runs/cpu
+RUN ?= $(if $(filter cnn,$(NET)),runs/cpu,runs/$(NET))
 SCHEDULE ?= cpu
 # cpu: what fits ~1.5 h on 2 cores (the shipped model: lr 1e-3, 10x the paper, as the budget is ~4% of the
 # paper's examples; one x0.1 drop at the plateau); paper: ~10 epochs of 2M pairs at batch 128, lr 1e-4 (a GPU job)
@@ -39,23 +41,21 @@ $(VENV)/.installed: requirements.txt pyproject.toml setup.py pyfusion/backends/_
 caffe: venv
 	bash scripts/build_caffe.sh $(PY) $(CUDA)
 
-demo: setup
+demo: venv
 	$(PY) tools/demo.py --out demo
 
-dataset: data/patches/train/list.txt data/patches/val/list.txt
-data/patches/train/list.txt: | venv
-	$(PY) tools/make_dataset.py --images $(IMAGES) --out data/patches/train --examples $(TRAIN_EXAMPLES) --seed 1
-data/patches/val/list.txt: | venv
-	$(PY) tools/make_dataset.py --images $(VAL_IMAGES) --out data/patches/val --examples $(VAL_EXAMPLES) --seed 2
+dataset: venv
+	$(PY) tools/make_dataset.py --net $(NET) --split val --images $(VAL_IMAGES) --examples $(VAL_EXAMPLES) --seed 2 --skip-existing
+	$(PY) tools/make_dataset.py --net $(NET) --split train --images $(IMAGES) --examples $(TRAIN_EXAMPLES) --seed 1 --skip-existing
 
 train: setup dataset
-	$(PY) tools/train.py --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
+	$(PY) tools/train.py --net $(NET) --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
 
 export: setup
-	$(PY) tools/export.py --run $(RUN) --out models/cnn_fusion.caffemodel --onnx --val data/patches/val/list.txt
+	$(PY) tools/export.py --net $(NET) --run $(RUN) --onnx --val $$($(PY) -c "from pyfusion.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$(NET)'))[1])")
 
 evaluate: setup
-	$(PY) tools/train.py --evaluate models/cnn_fusion.caffemodel --val data/patches/val/list.txt
+	$(PY) tools/train.py --net $(NET) --evaluate $$($(PY) -c "from pyfusion import models; print(models.get('$(NET)').caffemodel)")
 
 test: setup
 	$(PY) -m pytest -q

@@ -39,26 +39,27 @@ TARGETS = {"e2e_520_s": 1.0, "speedup": 25.0, "dscore": 1e-4, "big_s": 60.0, "bi
 
 NOTES = """## What is measured, and why the fast path is faster
 
-* **Caffe twin** (reference): `prototxt/deploy.prototxt` in pycaffe. Its head is fc1 as an 8x8 convolution
+* **Caffe twin** (reference): `prototxt/cnn_deploy.prototxt` in pycaffe. Its head is fc1 as an 8x8 convolution
   (512 -> 256 channels) and fc2 as a 1x1 convolution: 537 GMAC at 520x520, more than the whole trunk, and an
   im2col buffer of 512*64 floats per score (~8.4 GB at 520x520). Tiled above the memory budget.
 * **winograd** (`pyfusion.backends.winograd`, C kernels in `pyfusion/backends/_winograd.c`, the default): the same folded net
   (weights read from the ONNX file). conv2 and conv3 by Winograd F(4x4, 3x3): 36 instead of 144 multiplications
   per 4x4 output tile and channel pair (~20 instead of ~80 GMAC per 520x520 pair), each block of 18 tiles
   transformed, multiplied (a register-blocked 6x16 AVX2/FMA kernel, no BLAS), transformed back, biased,
-  rectified and pooled while it is in cache; OpenMP threads = cores; channels-last maps, one source at a time
-  (~450 B per input pixel at peak). Scores within 1e-5 of ONNX Runtime (rounding of the transforms), independent
+  rectified and pooled while it is in cache; conv1 computed inside conv2's blocks and conv3 straight into the
+  head's tap products; OpenMP threads = cores; channels-last maps, one source at a time (~190 B per input pixel
+  at peak, `pyfusion.backends.winograd.bytes_needed`). Scores within 1e-5 of ONNX Runtime (rounding of the transforms), independent
   of the thread count; its tiles start on its 4x4 tile grid, so tiled scores are bit-identical.
 * **ONNX Runtime** (`pyfusion.onnx_export`): fc2 . fc1 folded into one 1x512x8x8 filter and softmax -> sigmoid
   of the logit difference (256x less head work, computed as a 1x1 convolution to 64 tap maps plus a shifted
   sum), both sources in one batch of two, NCHWc convolution kernels, intra-op threads = cores, no memory arena
   (tiles of different sizes must not pin the largest). Left: conv2 (64 -> 128, 3x3 at full resolution) and conv3
   (128 -> 256, 3x3 at half resolution), ~20 GMAC each per source at 520x520: ~95% of the time (ORT profile).
-* **Tiles** (`pyfusion.net.tile_plan`): overlapping, on the stride-2 grid, 4-pixel halo before and 4 after the
+* **Tiles** (`pyfusion.tiling.tile_plan`): overlapping, on the stride-2 grid, 4-pixel halo before and 4 after the
   16-pixel patches (winograd: starts on multiples of 8, halos of 8 to 17), interior padding rows dropped: scores
   identical to whole-image inference (tests/test_net.py, tests/test_winograd.py: bit-identical for winograd and
   ONNX Runtime, to BLAS rounding < 1e-6 for Caffe). Memory model: ONNX Runtime ~1.5 KB per
-  input pixel of a tile (both sources, measured), Caffe `pyfusion.net.caffe_bytes`.
+  input pixel of a tile (both sources, measured), Caffe `pyfusion.backends.caffe.peak_bytes`.
 * **Post-processing** (focus map: summed-area table; small-region removal: `scipy.ndimage.label` + bincount;
   guided filter: cumulative-sum box filters; weighted average) is O(pixels) in time and memory, float64; its
   peak RSS is the `post` column.
@@ -85,11 +86,12 @@ def child(args) -> int:
     """Run one configuration; print one JSON line with per-stage seconds and peak bytes."""
     import numpy as np
 
-    from pyfusion import fuse, net
+    from pyfusion import backends, fuse, models, net, tiling
     from pyfusion.io import read_image, write_image
 
     stages, peaks = {}, {}
     model = Path(args.model)
+    spec, be = models.resolve(model)[0], backends.get(args.backend)
     max_memory = int(args.max_memory * 2**30)
     t = time.perf_counter()
     warm = np.zeros((32, 32), np.float32)
@@ -101,7 +103,7 @@ def child(args) -> int:
     imgs = [read_image(p) for p in args.inputs]
     stages["read"], peaks["read"] = time.perf_counter() - t, _hwm()
     h, w = imgs[0].shape[:2]
-    tile = net.choose_tile(h, w, backend=args.backend, max_memory=max_memory)
+    tile = tiling.choose_tile(h, w, model=spec, backend=be, max_memory=max_memory)
     box = {}
 
     def score_fn(a, b):
@@ -127,7 +129,7 @@ def child(args) -> int:
     stages["write"], peaks["write"] = time.perf_counter() - t, _hwm()
     np.save(args.scores, result.score_map.astype(np.float32))
     print(json.dumps({"stages": stages, "peaks": peaks, "tile": list(tile),
-                      "tiles": len(net.tile_plan(h, w, tile)), "fuse_timings": result.timings}))
+                      "tiles": len(tiling.tile_plan(h, w, tile, model=spec, backend=be)), "fuse_timings": result.timings}))
     return 0
 
 
@@ -204,42 +206,55 @@ def make_inputs(size: str, folder: Path):
 
 
 def resolve_model(arg, tmp: Path):
-    """(caffemodel path with its .onnx beside it, description)."""
-    from pyfusion import net
+    """(caffemodel path with its .onnx beside it, description): --model, else the shipped cnn model."""
+    from pyfusion import models
 
-    if arg:
-        model = Path(arg)
-        desc = str(model)
-    elif net.MODEL_DEFAULT.is_file():
-        model, desc = net.MODEL_DEFAULT, f"shipped {net.MODEL_DEFAULT.relative_to(ROOT)}"
-    else:
-        from pyfusion.train import snapshots
-
-        snaps = snapshots(ROOT / "runs" / "cpu")
-        model = tmp / "model.caffemodel"
-        if snaps:
-            from pyfusion.export import export_deploy
-
-            export_deploy(snaps[-1], model)
-            desc = f"training snapshot {snaps[-1].relative_to(ROOT)} (shipped model not yet present)"
-        else:
-            import caffe
-
-            from pyfusion.onnx_export import random_params, set_deploy_params
-
-            caffe.set_mode_cpu()
-            deploy = caffe.Net(str(net.DEPLOY_PROTOTXT), caffe.TEST)
-            set_deploy_params(deploy, random_params(seed=0))
-            deploy.save(str(model))
-            desc = "random weights (no trained model available)"
-    if not net.onnx_model_path(model).is_file():
+    model = Path(arg) if arg else models.get("cnn").caffemodel
+    desc = str(model) if arg else f"shipped {model.relative_to(ROOT)}"
+    if not model.with_suffix(".onnx").is_file():
         from pyfusion.onnx_export import export_onnx
 
         if model.parent != tmp:
             (tmp / model.name).symlink_to(model.resolve())
             model = tmp / model.name
-        export_onnx(model, net.onnx_model_path(model))
+        export_onnx(model, model.with_suffix(".onnx"))
     return model, desc
+
+
+def method_table(args) -> int:
+    """``--methods``: end-to-end ``pyfusion.fuse(method=...)`` seconds per method and size, in this process
+    (median, min and max of --repeat runs after one warm-up run that loads the models)."""
+    import numpy as np
+
+    from pyfusion import fuse
+
+    methods = [m for m in args.methods.split(",") if m]
+    with tempfile.TemporaryDirectory() as t:
+        lines = ["| size | " + " | ".join(f"{m} median (min-max) s" for m in methods) + " |",
+                 "|---|" + "---:|" * len(methods)]
+        for size in [x for x in args.sizes.split(",") if x]:
+            paths, _ = make_inputs(size, Path(t))
+            cells = []
+            for m in methods:
+                fuse(paths, method=m)
+                times = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    fuse(paths, method=m)
+                    times.append(time.perf_counter() - t0)
+                cells.append(f"{np.median(times):.3f} ({min(times):.3f}-{max(times):.3f})")
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    info = machine()
+    text = "\n".join([f"`python tools/benchmark.py --methods {args.methods} --sizes {args.sizes} --repeat "
+                      f"{args.repeat}` on {info['cpu']}, {info['cores']} cores, load average at start "
+                      f"{info['load'][0]:.2f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; end to end "
+                      "(read, fuse, no write), default backend and threads.", "", *lines]) + "\n"
+    print(text)
+    if args.out:
+        from pyfusion.io import write_atomic
+
+        write_atomic(args.out, text)
+    return 0
 
 
 def run_child(backend, inputs, model, max_memory, timeout, tmp: Path, tag: str):
@@ -410,12 +425,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-memory", type=float, default=2.0, metavar="GB",
                     help="score-map memory budget in GB (default 2)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per configuration (default 3600)")
+    ap.add_argument("--methods", help="comma-separated fusion methods: time pyfusion.fuse end to end per method instead")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per method and size with --methods (default 5)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
     ap.add_argument("--scores", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.methods:
+        return method_table(args)
     return child(args) if args.child else parent(args)
 
 

@@ -37,17 +37,17 @@ def isolated_scores(net, a, b, sh, sw, batch=512):
 def main(argv=None):
     import caffe
 
-    from pyfusion.net import DEPLOY_PROTOTXT, MODEL_DEFAULT
+    from pyfusion import models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(MODEL_DEFAULT))
+    ap.add_argument("--model", default=str(models.get("cnn").caffemodel))
     ap.add_argument("--data", default="../shared/data/mfif")
     ap.add_argument("--pairs", type=int, default=5, help="first N survey pairs")
     ap.add_argument("--crop", type=int, default=128, help="centre crop size")
     args = ap.parse_args(argv)
     print(f"check_twin: {vars(args)}")
     caffe.set_mode_cpu()
-    net = caffe.Net(str(DEPLOY_PROTOTXT), args.model, caffe.TEST)
+    net = caffe.Net(str(models.get("cnn").deploy), args.model, caffe.TEST)
     rows = []
     for name, pa, pb, _ in survey_pairs(args.data)[: args.pairs]:
         a, b = (to_gray(to_unit(read_image(p))).astype(np.float32) for p in (pa, pb))

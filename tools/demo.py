@@ -3,7 +3,7 @@
 
 The sharp photo (``skimage.data.astronaut()`` by default) is blurred with a Gaussian; source A keeps the sharp
 pixels left of a sinusoidal boundary, source B right of it. The pair is fused with the shipped model
-(``pyfusion.net.MODEL_DEFAULT``) and the script writes, under ``--out`` (default ``demo/``)::
+(the registered ``cnn`` model, ``models/cnn_fusion.*``) and the script writes, under ``--out`` (default ``demo/``)::
 
     reference.png  source_a.png  source_b.png  fused.png  mask.png
     maps/score.png maps/focus.png maps/binary.png maps/cleaned.png maps/decision.png
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=0, help="crop the centre N x N (default: whole photo)")
     p.add_argument("--sigma", type=float, default=3.0, help="Gaussian blur sigma of the defocused parts")
     p.add_argument("--model", type=Path, help="deploy caffemodel (default: the shipped model)")
-    p.add_argument("--backend", help="inference backend (see pyfusion.net.BACKENDS)")
+    p.add_argument("--backend", help="inference backend (see pyfusion.backends.BACKENDS)")
     p.add_argument("--oracle", action="store_true", help="use the true mask as score map instead of the CNN")
     args = p.parse_args(argv)
     if args.size and args.size < PATCH:
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (FusionInputError, ValueError) as e:  # incl. pyfusion.net.ModelError (missing/corrupt model)
+    except (FusionInputError, ValueError) as e:  # incl. pyfusion.models.ModelError (missing/corrupt model)
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except (ImportError, MemoryError, RuntimeError, OSError) as e:

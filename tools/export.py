@@ -41,8 +41,6 @@ def main(argv=None):
             print(f"export: error: model not found: {args.model}", file=sys.stderr)
             return 2
         return _onnx(args.model, args.out or Path(args.model).with_suffix(".onnx"))
-    if args.out is None:
-        ap.error("--out is required with --run/--snapshot")
     extra = {}
     snap = args.snapshot
     net = args.net
@@ -63,7 +61,11 @@ def main(argv=None):
     elif not Path(snap).is_file():
         print(f"export: error: snapshot not found: {snap}", file=sys.stderr)
         return 2
-    meta = export_deploy(snap, args.out, net=net or "cnn", extra=extra)
+    from pyfusion import models
+
+    net = net or "cnn"
+    args.out = args.out or str(models.get(net).caffemodel)
+    meta = export_deploy(snap, args.out, net=net, extra=extra)
     if args.val:
         from pyfusion.io import write_atomic
         from pyfusion.train import evaluate
