@@ -41,7 +41,7 @@ def qg(a, b, f):
     and (0.9879, -22, 0.8) for orientation, and ``Q^XF`` is their product. The score is the edge-strength
     weighted mean ``sum(Q^AF g_A + Q^BF g_B) / sum(g_A + g_B)`` (Eq. 8 of the paper). Zero denominators are
     guarded with 1e-5 exactly as in the toolbox. Symmetric in A and B. Higher is better; ``A = B = F``
-    gives the sigmoid ceiling ``Q_G,max`` ~ 0.9744 (not exactly 1 with the published constants).
+    gives the sigmoid ceiling ``Q_G,max`` ~ 0.97479 (not exactly 1 with the published constants).
 
     Parameters
     ----------

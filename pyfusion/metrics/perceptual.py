@@ -164,7 +164,7 @@ def qcv(a, b, f):
 
     d_a, d_b = distortion(a - f), distortion(b - f)
     total = np.sum(lam_a + lam_b)
-    if total == 0:
+    if total == 0:   # sources without saliency anywhere (e.g. constant): no distortion can be weighted, so 0
         return 0.0
     q = np.sum(lam_a * d_a + lam_b * d_b) / total
     return float(np.real(q))
