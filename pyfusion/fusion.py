@@ -17,7 +17,7 @@ from pyfusion.io import FusionInputError, read_image, validate_images
 __all__ = ["FusionResult", "fuse", "METHODS"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
-METHODS = {"cnn": "cnn", "wavelet-cnn": "wavelet_cnn"}
+METHODS = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn"}
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,17 @@ def fuse(images, *, method: str = "cnn", **options) -> FusionResult:
         dtype (uint8, uint16, or float in [0, 1]), ``H, W >= 16``. Paths are read with
         :func:`pyfusion.io.read_image`. The arrays are never modified.
     method : str, optional
-        ``"cnn"`` (default): the siamese CNN of Liu et al. 2017 (:mod:`pyfusion.methods.cnn`).
+        ``"cnn"`` (default): the siamese CNN of Liu et al. 2017 (:mod:`pyfusion.methods.cnn`);
+        ``"wavelet-cnn"``: wavelet-domain CNN fusion (:mod:`pyfusion.methods.wavelet_cnn`);
+        ``"dwt"``: the survey's DWT baseline (:mod:`pyfusion.methods.dwt`).
     **options
         The method's keyword options. ``cnn``: ``model`` (registered name or weights file), ``backend``
         (:data:`pyfusion.backends.BACKENDS`), ``threads`` (default ``$PYFUSION_THREADS`` or every core),
         ``max_memory`` (bytes for the score-map stage), ``progress`` (tile progress bar), ``score_fn``
         (``score_fn(a, b) -> scores`` replacing the CNN), ``region_ratio`` (0.01), ``gf_radius`` (8), ``gf_eps``
-        (0.1), ``threshold`` (0.5).
+        (0.1), ``threshold`` (0.5). ``wavelet-cnn``: the same, with ``model_low``/``model_high`` for ``model``,
+        plus ``levels``, ``deep`` and ``score_fns``. ``dwt``: ``wavelet``, ``levels``, ``mode``, ``high_rule``,
+        ``low_rule``, ``window``, ``colour``, ``scale``.
 
     Returns
     -------

@@ -25,7 +25,7 @@ TRANSFORMS = [
 def _fuse(images, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pywt: "level too high" on the tiny images
-        return dwt.fuse(images, **kw)
+        return dwt.fuse_unit(images, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- reconstruction
@@ -47,14 +47,14 @@ def test_perfect_reconstruction_three_copies(shape, wavelet, mode, high_rule):
 
 def test_default_levels_beyond_image_size_still_reconstruct():
     x = np.random.default_rng(3).random((3, 9))
-    fused, _ = dwt.fuse([x, x], levels=7)
+    fused, _ = dwt.fuse_unit([x, x], levels=7)
     np.testing.assert_allclose(fused, x, rtol=0, atol=1e-10)
 
 
 def test_output_not_clipped():
     """The result is returned unclipped: out-of-range input values survive (a clip would change them)."""
     x = np.random.default_rng(4).random((20, 24)) * 1.4 - 0.2
-    fused, _ = dwt.fuse([x, x])
+    fused, _ = dwt.fuse_unit([x, x])
     assert fused.min() < 0 and fused.max() > 1
     np.testing.assert_allclose(fused, x, rtol=0, atol=1e-10)
 
@@ -183,8 +183,8 @@ def test_colour_gray_decision_shared_by_channels():
     a, b = tex.copy(), tex.copy()
     a[:, 24:] = blur[:, 24:]
     b[:, :24] = blur[:, :24]
-    fused_g, maps_g = dwt.fuse([a, b], colour="gray")
-    fused_c, maps_c = dwt.fuse([a, b], colour="per_channel")
+    fused_g, maps_g = dwt.fuse_unit([a, b], colour="gray")
+    fused_c, maps_c = dwt.fuse_unit([a, b], colour="per_channel")
     assert maps_g["decision"].shape == (40, 48)
     assert maps_c["decision"].shape == (40, 48, 3)
     assert fused_g.shape == fused_c.shape == a.shape
@@ -199,7 +199,7 @@ def test_colour_gray_decision_shared_by_channels():
 def test_bad_options_raise(kwargs):
     x = np.zeros((8, 8))
     with pytest.raises(ValueError):
-        dwt.fuse([x, x], **kwargs)
+        dwt.fuse_unit([x, x], **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ def test_bad_options_raise(kwargs):
 )
 def test_bad_images_raise(images):
     with pytest.raises(ValueError):
-        dwt.fuse(images)
+        dwt.fuse_unit(images)
 
 
 # --------------------------------------------------------------------------------- survey reproduction
@@ -230,7 +230,7 @@ def test_reproduces_published_dwt(shared_data, name):
     a = to_unit(read_image(src / f"{name}_1.tif"))
     b = to_unit(read_image(src / f"{name}_2.tif"))
     ref = read_image(shared_data / "mfif" / "results" / "dwt" / f"{name}_dwt.tif")
-    fused, _ = dwt.fuse([a, b])
+    fused, _ = dwt.fuse_unit([a, b])
     ours = from_unit(fused, np.uint8)
     assert ours.shape == ref.shape
     mse = np.mean((ours.astype(np.float64) - ref.astype(np.float64)) ** 2)

@@ -131,7 +131,7 @@ def run(cands, names, pairs, tag):
             warnings.simplefilter("ignore")  # pywt: "level too high" on the small grayscale pairs
             for n in names:
                 a, b, ref = pairs[n]
-                fused, _ = dwt.fuse([a, b], **kw)
+                fused, _ = dwt.fuse_unit([a, b], **kw)
                 ours = from_unit(fused, np.uint8)
                 per[n] = psnr(ours, ref)
                 diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))

@@ -44,6 +44,7 @@ import pywt
 
 __all__ = [
     "fuse",
+    "fuse_unit",
     "DBSS22",
     "HIGH_RULES",
     "LOW_RULES",
@@ -523,7 +524,7 @@ def _decision_to_pixels(dec_bands, shape, offset: int) -> np.ndarray:
     return np.take(np.take(d, iy, axis=0), ix, axis=1)
 
 
-def fuse(
+def fuse_unit(
     images,
     *,
     wavelet: str = DBSS22,
@@ -685,3 +686,25 @@ def fuse(
     out = np.moveaxis(out, 0, -1)
     dmap = dmap[0] if nd == 1 else np.moveaxis(dmap, 0, -1)
     return np.ascontiguousarray(out), {"decision": dmap}
+
+
+# ------------------------------------------------------------------------------- method interface (pyfusion.fuse)
+MIN_SIZE = 2
+MIN_REASON = "one sample per band"
+STAGES = ("fused",)
+MAPS = ("decision",)
+
+
+def fuse(images, **options):
+    """``pyfusion.fuse(..., method="dwt")``: validated sources (one shape and dtype) -> ``(fused, maps, timings)``.
+
+    The sources go to [0, 1] (:func:`pyfusion.io.to_unit`), through :func:`fuse_unit` with ``options``, and the
+    result back to their dtype (:func:`pyfusion.io.from_unit`: clipped and rounded as MATLAB's ``uint8()``).
+    """
+    import time
+
+    from pyfusion.io import from_unit, to_unit
+
+    t0 = time.perf_counter()
+    fused, maps = fuse_unit([to_unit(x) for x in images], **options)
+    return from_unit(fused, images[0].dtype), maps, {"fused": time.perf_counter() - t0}
