@@ -1,18 +1,21 @@
 """The deploy twin as an ONNX model with a folded head, for ONNX Runtime (the fast backend of :mod:`pyfusion.net`).
 
-Graph (input ``pair``: ``(2, 1, H, W)`` float32, source A then source B; output ``score``: ``(1, 1, h, w)``)::
+Graph (input ``pair``: ``(2, C0, H, W)`` float32, source A then source B, C0 = conv1's input channels: 1 for
+grayscale sources, 3 for the wavelet high bands LH/HL/HH as channels; output ``score``: ``(1, 1, h, w)``)::
 
     conv1 3x3 pad 1 -> ReLU -> conv2 3x3 pad 1 -> ReLU -> max pool 2x2/2 (ceil mode, as Caffe)
     -> conv3 3x3 pad 1 -> ReLU                  (both sources in one batch of 2: the branches share weights)
     -> reshape (2, 256, h', w') -> (1, 512, h', w')     (= Caffe's channel concat of branch A, branch B)
-    -> head: one 8x8 convolution, 512 -> 1 channel, no bias -> Sigmoid
-       (computed as a 1x1 convolution 512 -> 64 tap maps, summed with their 8x8 tap offsets)
+    -> head: one KxK convolution (K = 8 for 16x16 patches), 512 -> 1 channel -> [+ head_bias] -> Sigmoid
+       (computed as a 1x1 convolution 512 -> K*K tap maps, summed with their KxK tap offsets)
 
-Head folding: fc1 (256 x 512·8·8) and fc2 (2 x 256) have no bias and no nonlinearity between them, so the two
-logits are ``l = W2 W1 x`` and ``softmax(l)[1] = 1 / (1 + exp(l0 - l1)) = sigmoid((W2[1] - W2[0]) W1 x)``. The
-head is therefore the single filter ``w = (W2[1] - W2[0]) @ W1`` reshaped to ``1 x 512 x 8 x 8`` (the
-InnerProduct flattening order is the convolution kernel layout, see :mod:`pyfusion.export`), followed by a
-sigmoid: 256x fewer multiply-adds in the head than the Caffe twin's fc1-conv.
+Head folding: fc1 (256 x 512·K·K, bias b1) and fc2 (2 x 256, bias b2) have no nonlinearity between them, so the two
+logits are ``l = W2 (W1 x + b1) + b2`` and ``softmax(l)[1] = 1 / (1 + exp(l0 - l1)) = sigmoid(w x + beta)`` with
+``w = (W2[1] - W2[0]) @ W1`` and ``beta = (W2[1] - W2[0]) . b1 + b2[1] - b2[0]``. The head is therefore the single
+filter ``w`` reshaped to ``1 x 512 x K x K`` (the InnerProduct flattening order is the convolution kernel layout,
+see :mod:`pyfusion.export`), plus the scalar ``beta`` (initializer ``head_bias``, only when the caffemodel's fc
+layers have biases: the shipped nets have none), followed by a sigmoid: 256x fewer multiply-adds in the head than
+the Caffe twin's fc1-conv.
 
 The weights are read from a caffemodel with ``caffe.proto.caffe_pb2`` (a protobuf parse: no net is built);
 both the deploy caffemodel (layers ``fc1-conv``/``fc2-conv``) and a train_val snapshot (``fc1``/``fc2``)
@@ -33,8 +36,8 @@ import numpy as np
 from .constants import FC1_KERNEL
 from .io import write_atomic
 
-__all__ = ["read_caffemodel", "fold_head", "build_onnx", "export_onnx", "random_params", "set_deploy_params",
-           "OPSET", "INPUT", "OUTPUT"]
+__all__ = ["read_caffemodel", "params_from_layers", "fold_head", "fold_head_bias", "head_kernel", "build_onnx",
+           "export_onnx", "set_deploy_params", "OPSET", "INPUT", "OUTPUT"]
 
 OPSET = 17
 INPUT = "pair"
@@ -64,8 +67,7 @@ def read_caffemodel(path) -> dict:
     Returns
     -------
     dict
-        ``{"conv1": (W, b), "conv2": (W, b), "conv3": (W, b), "fc1": W1 (256, 32768), "fc2": W2 (2, 256)}``,
-        float32 arrays.
+        :func:`params_from_layers` of the file's layers.
 
     Raises
     ------
@@ -80,85 +82,138 @@ def read_caffemodel(path) -> dict:
     for layer in list(net.layer) + list(net.layers):
         if layer.blobs and layer.name not in layers:
             layers[layer.name] = [_blob_array(b) for b in layer.blobs]
+    return params_from_layers(layers, source=str(path))
+
+
+def params_from_layers(layers: dict, *, source: str = "the model") -> dict:
+    """The net's parameters from ``{layer name: [blob arrays]}`` (what :func:`read_caffemodel` parses).
+
+    Returns
+    -------
+    dict
+        ``{"conv1": (W, b), "conv2": (W, b), "conv3": (W, b), "fc1": W1 (256, 2*C3*K*K), "fc2": W2 (2, 256)}``,
+        float32 arrays (conv1's W is ``(64, C0, 3, 3)``: C0 input channels), plus ``"fc1_b"`` (256,) and
+        ``"fc2_b"`` (2,) when the fc layers have biases (:func:`build_onnx` folds them into ``head_bias``).
+
+    Raises
+    ------
+    ValueError
+        A layer is missing, has an unexpected number of blobs, or a blob has an unexpected size.
+    """
     out = {}
     for name in TRUNK:
         if name not in layers or len(layers[name]) != 2:
-            raise ValueError(f"{path}: layer {name} with weights and bias not found")
+            raise ValueError(f"{source}: layer {name} with weights and bias not found")
         w, b = layers[name]
-        out[name] = (w.astype(np.float32), b.reshape(-1).astype(np.float32))
+        out[name] = (np.asarray(w, np.float32), np.asarray(b, np.float32).reshape(-1))
     for key, names in _FC_NAMES.items():
         found = [n for n in names if n in layers]
         if not found:
-            raise ValueError(f"{path}: none of the layers {names} found")
-        out[key] = layers[found[0]][0]
-    out["fc1"] = out["fc1"].reshape(out["fc1"].shape[0], -1)
-    out["fc2"] = out["fc2"].reshape(out["fc2"].shape[0], -1)
+            raise ValueError(f"{source}: none of the layers {names} found")
+        blobs = layers[found[0]]
+        if len(blobs) not in (1, 2):
+            raise ValueError(f"{source}: layer {found[0]} has {len(blobs)} blobs (expected weights, optional bias)")
+        w = np.asarray(blobs[0], np.float32)
+        out[key] = w.reshape(w.shape[0], -1)
+        if len(blobs) == 2:
+            out[f"{key}_b"] = np.asarray(blobs[1], np.float32).reshape(-1)
     c3 = out["conv3"][0].shape[0]
-    if out["fc1"].shape[1] != 2 * c3 * FC1_KERNEL ** 2 or out["fc2"].shape != (2, out["fc1"].shape[0]):
-        raise ValueError(f"{path}: fc1 {out['fc1'].shape} / fc2 {out['fc2'].shape} do not fit conv3 {c3} channels")
+    hidden = out["fc1"].shape[0]
+    if out["fc2"].shape != (2, hidden) or head_kernel(out) is None:
+        raise ValueError(f"{source}: fc1 {out['fc1'].shape} / fc2 {out['fc2'].shape} do not fit conv3 {c3} channels")
+    for key, n in (("fc1_b", hidden), ("fc2_b", 2)):
+        if key in out and out[key].shape != (n,):
+            raise ValueError(f"{source}: {key[:3]} bias {out[key].shape}, expected ({n},)")
     return out
 
 
-def random_params(*, seed: int = 0, fc2_scale: float = 2.0) -> dict:
-    """Random weights in :func:`read_caffemodel`'s format, for tests and benchmarks without a trained model.
-
-    He-scaled convolutions, small biases, and an fc1 whose source-B half is minus its source-A half, so that
-    swapping the sources flips the score and real or random pairs get scores spread over (0, 1).
-    """
-    rng = np.random.default_rng(seed)
-
-    def he(*shape):
-        return rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape).astype(np.float32)
-
-    out = {name: (he(co, ci, 3, 3), rng.normal(0, 0.01, co).astype(np.float32))
-           for name, ci, co in (("conv1", 1, 64), ("conv2", 64, 128), ("conv3", 128, 256))}
-    half = he(256, 256 * FC1_KERNEL ** 2)
-    out["fc1"] = np.concatenate([half, -half], axis=1)
-    out["fc2"] = (he(2, 256) * fc2_scale).astype(np.float32)
-    return out
+def head_kernel(params: dict) -> int | None:
+    """The head's kernel size K from fc1's width ``2 * C3 * K * K`` (8 for the paper's 16x16 patches), or None when
+    the width is not of that form."""
+    c3 = params["conv3"][0].shape[0]
+    width = int(np.prod(np.shape(params["fc1"])[1:]))
+    kk, rest = divmod(width, 2 * c3)
+    k = int(round(kk ** 0.5))
+    return k if rest == 0 and k >= 1 and k * k == kk else None
 
 
 def set_deploy_params(deploy_net, params: dict) -> None:
-    """Copy :func:`read_caffemodel`-style ``params`` into a pycaffe deploy twin (both branches), in place."""
+    """Copy :func:`read_caffemodel`-style ``params`` into a pycaffe deploy twin (both branches), in place.
+
+    Raises ValueError for fc biases (``fc1_b``/``fc2_b``) that are not all zero when the twin's fc layers have no
+    bias blob (``bias_term: false``), instead of dropping them.
+    """
     for name in TRUNK:
         for layer in (name, f"{name}_p"):
             for dst, src in zip(deploy_net.params[layer], params[name]):
                 dst.data[...] = src.reshape(dst.data.shape)
     for key, (conv, _) in _FC_NAMES.items():
-        dst = deploy_net.params[conv][0].data
-        dst[...] = params[key].reshape(dst.shape)
+        blobs = deploy_net.params[conv]
+        blobs[0].data[...] = params[key].reshape(blobs[0].data.shape)
+        bias = params.get(f"{key}_b")
+        if len(blobs) > 1:
+            blobs[1].data[...] = 0 if bias is None else np.reshape(bias, blobs[1].data.shape)
+        elif bias is not None and np.any(bias):
+            raise ValueError(f"{conv} of the deploy net has no bias blob: cannot set a nonzero {key} bias")
 
 
-def fold_head(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
-    """The folded head filter ``(W2[1] - W2[0]) @ W1`` reshaped to ``(1, C, 8, 8)``.
+def fold_head(w1: np.ndarray, w2: np.ndarray, *, kernel: int | None = None) -> np.ndarray:
+    """The folded head filter ``(W2[1] - W2[0]) @ W1`` reshaped to ``(1, C, K, K)``.
 
     Parameters
     ----------
-    w1 : ndarray (K, C*8*8)
-        fc1 weights (or fc1-conv weights, any shape with K rows).
-    w2 : ndarray (2, K)
+    w1 : ndarray (H, C*K*K)
+        fc1 weights (or fc1-conv weights (H, C, K, K), any shape with H rows).
+    w2 : ndarray (2, H)
         fc2 weights.
+    kernel : int, optional
+        K (default: ``w1.shape[-1]`` for 4-D fc1-conv weights, else 8, the paper's head).
 
     Returns
     -------
-    ndarray (1, C, 8, 8), float32
-        ``sigmoid(<w, x>)`` equals ``softmax(W2 @ W1 @ x)[1]`` for every ``x`` (computed in float64).
+    ndarray (1, C, K, K), float32
+        ``sigmoid(<w, x>)`` equals ``softmax(W2 @ W1 @ x)[1]`` for every ``x`` (computed in float64); with fc
+        biases add :func:`fold_head_bias` inside the sigmoid.
     """
+    if kernel is None:
+        kernel = np.shape(w1)[-1] if np.ndim(w1) == 4 else FC1_KERNEL
     w1 = np.asarray(w1, dtype=np.float64).reshape(np.shape(w1)[0], -1)
     w2 = np.asarray(w2, dtype=np.float64).reshape(2, -1)
     w = (w2[1] - w2[0]) @ w1
-    return w.reshape(1, -1, FC1_KERNEL, FC1_KERNEL).astype(np.float32)
+    return w.reshape(1, -1, kernel, kernel).astype(np.float32)
+
+
+def fold_head_bias(w2: np.ndarray, b1=None, b2=None) -> np.float32:
+    """The folded head's scalar bias ``(W2[1] - W2[0]) . b1 + b2[1] - b2[0]`` (float64, returned as float32).
+
+    ``softmax(W2 (W1 x + b1) + b2)[1] = sigmoid(<fold_head(W1, W2), x> + fold_head_bias(W2, b1, b2))``; a missing
+    bias counts as zero.
+    """
+    w2 = np.asarray(w2, dtype=np.float64).reshape(2, -1)
+    beta = 0.0
+    if b1 is not None:
+        beta += float((w2[1] - w2[0]) @ np.asarray(b1, np.float64).reshape(-1))
+    if b2 is not None:
+        b2 = np.asarray(b2, np.float64).reshape(-1)
+        beta += float(b2[1] - b2[0])
+    return np.float32(beta)
 
 
 def build_onnx(params: dict):
-    """The folded deploy twin as an ``onnx.ModelProto`` from :func:`read_caffemodel` parameters."""
+    """The folded deploy twin as an ``onnx.ModelProto`` from :func:`read_caffemodel` parameters.
+
+    The input ``pair`` is ``(2, C0, H, W)`` with C0 conv1's input channels; the head's kernel K comes from fc1's
+    width (:func:`head_kernel`); fc biases (``fc1_b``/``fc2_b``) are folded into a scalar ``head_bias`` added
+    before the sigmoid (the graph has no such node when the fc layers have no biases).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits, nodes = [], []
 
     def const(name, arr):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        arr = np.ascontiguousarray(arr) if np.ndim(arr) else np.asarray(arr)   # a scalar stays 0-d
+        inits.append(numpy_helper.from_array(arr, name))
         return name
 
     x = INPUT
@@ -173,14 +228,17 @@ def build_onnx(params: dict):
             nodes.append(helper.make_node("MaxPool", [x], ["pool1"], name="pool1", kernel_shape=[2, 2],
                                           strides=[2, 2], ceil_mode=1))
             x = "pool1"
+    c0 = params["conv1"][0].shape[1]
     c3 = params["conv3"][0].shape[0]
+    k = head_kernel(params)
+    if k is None:
+        raise ValueError(f"fc1 {np.shape(params['fc1'])} does not fit conv3's {c3} channels (2 * {c3} * K * K)")
     nodes.append(helper.make_node("Reshape", [x, const("concat_shape", np.array([1, 2 * c3, 0, 0], np.int64))],
                                   ["concat"], name="concat"))
-    # The 8x8 head as a 1x1 convolution to k*k = 64 channels (one per kernel tap, a plain GEMM) and a sum of
-    # the 64 tap maps, each shifted by its tap offset: the same sums, and far faster than a 1-output 8x8 conv.
-    k = FC1_KERNEL
-    head = fold_head(params["fc1"], params["fc2"])                       # (1, 512, 8, 8)
-    taps = head[0].transpose(1, 2, 0).reshape(k * k, -1, 1, 1)           # tap (dy, dx) -> channel dy*8+dx
+    # The KxK head as a 1x1 convolution to k*k channels (one per kernel tap, a plain GEMM) and a sum of the k*k
+    # tap maps, each shifted by its tap offset: the same sums, and far faster than a 1-output KxK conv.
+    head = fold_head(params["fc1"], params["fc2"], kernel=k)             # (1, 512, K, K)
+    taps = head[0].transpose(1, 2, 0).reshape(k * k, -1, 1, 1)           # tap (dy, dx) -> channel dy*K+dx
     nodes.append(helper.make_node("Conv", ["concat", const("head_taps_w", taps)], ["taps"], name="head_taps",
                                   kernel_shape=[1, 1]))
     big = np.iinfo(np.int64).max
@@ -196,10 +254,16 @@ def build_onnx(params: dict):
             shifted.append(f"tap{c}")
     const("tap_axes", np.array([1, 2, 3], np.int64))
     nodes.append(helper.make_node("Sum", shifted, ["logit"], name="head_sum"))
-    nodes.append(helper.make_node("Sigmoid", ["logit"], [OUTPUT], name="prob"))
+    logit = "logit"
+    if "fc1_b" in params or "fc2_b" in params:
+        bias = fold_head_bias(params["fc2"], params.get("fc1_b"), params.get("fc2_b"))
+        nodes.append(helper.make_node("Add", [logit, const("head_bias", np.array(bias, np.float32))],
+                                      ["logit_biased"], name="head_bias"))
+        logit = "logit_biased"
+    nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT], name="prob"))
     graph = helper.make_graph(
         nodes, "cnn_fusion_folded",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [2, 1, "H", "W"])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [2, c0, "H", "W"])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 1, "h", "w"])],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -224,23 +288,30 @@ def export_onnx(caffemodel, out, *, extra: dict | None = None) -> dict:
     Returns
     -------
     dict
-        The side-car: ``sha256`` of the ONNX file, ``source_caffemodel``, ``source_sha256``, opset, graph I/O.
+        The side-car: ``sha256`` of the ONNX file, ``source_caffemodel``, ``source_sha256``, opset, graph I/O, and
+        the registered ``net`` when the caffemodel's side-car names one (:func:`pyfusion.models.resolve` reads it).
     """
-    from .data import sha256_file
+    from .models import side_car
+    from .util import sha256_file
 
     out = Path(out)
-    model = build_onnx(read_caffemodel(caffemodel))
+    params = read_caffemodel(caffemodel)
+    model = build_onnx(params)
+    c0, c3, k = params["conv1"][0].shape[1], params["conv3"][0].shape[0], head_kernel(params)
+    biased = "fc1_b" in params or "fc2_b" in params
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, model.SerializeToString())
     meta = {
         "model": out.name,
         "sha256": sha256_file(out),
         "format": f"onnx opset {OPSET}",
-        "input": f"{INPUT}: (2, 1, H, W) float32, sources A and B in [0, 1]",
-        "output": f"{OUTPUT}: (1, 1, ceil(H/2) - 7, ceil(W/2) - 7), P(source A in focus)",
-        "head": "fc2 . fc1 folded into one 1x512x8x8 convolution + sigmoid",
+        "input": (f"{INPUT}: (2, 1, H, W) float32, sources A and B in [0, 1]" if c0 == 1 else
+                  f"{INPUT}: (2, {c0}, H, W) float32, sources A and B ({c0} channels each)"),
+        "output": f"{OUTPUT}: (1, 1, ceil(H/2) - {k - 1}, ceil(W/2) - {k - 1}), P(source A in focus)",
+        "head": f"fc2 . fc1 folded into one 1x{2 * c3}x{k}x{k} convolution{' + bias' if biased else ''} + sigmoid",
         "source_caffemodel": Path(caffemodel).name,
         "source_sha256": sha256_file(caffemodel),
+        **({"net": side_car(caffemodel)["net"]} if "net" in side_car(caffemodel) else {}),
         **(extra or {}),
     }
     write_atomic(Path(str(out) + ".json"), (json.dumps(meta, indent=2) + "\n").encode())

@@ -1,128 +1,354 @@
-/* CPU kernels of the "winograd" backend (pyfusion/winograd.py): the deploy twin's trunk and folded head.
+/* CPU kernels of the "winograd" backend (pyfusion/backends/winograd.py): the deploy twin's trunk and folded head.
  *
  * Layout: images are float32 HWC (channels last). Every function is called through ctypes; arrays come from
  * numpy, C-contiguous. No BLAS: one register-blocked 6x16 kernel does all the matrix products.
  *
- *   conv1_relu      direct 3x3 convolution, 1 -> C channels, pad 1, + bias, ReLU
+ *   conv1_relu      direct 3x3 convolution, C0 -> C channels, pad 1, + bias, ReLU
  *   wino_conv_relu  3x3 convolution, pad 1, + bias, ReLU (+ 2x2/2 ceil-mode max pool) by Winograd F(4x4, 3x3):
  *                   per 4x4 output tile V = B^T d B (6x6 input tile d), M_k = V_k U_k for the 36 points k
  *                   (U = G g G^T, transformed in Python), Y = A^T M A  [Lavin & Gray, CVPR 2016]
  *   conv12_pool     conv1 (computed per block of tiles, never stored) -> conv2 -> pool: the fused trunk start
  *   conv3_taps      conv3 -> the head's 1x1 tap products, per block of tiles (the conv3 map is never stored)
- *   gemm_packed     C (+)= A B with B packed in 16-column panels (the head's 512 -> 64 tap products)
- *   head_sum        score(i, j) = sigmoid(sum over the 64 taps (u, v) of taps[i + u, j + v, 8u + v])
+ *   gemm_packed     C (+)= A B with B packed in 16-column panels (the head's 512 -> K*K tap products)
+ *   head_sum        score(i, j) = sigmoid(bias + sum over the K*K taps (u, v) of taps[i + u, j + v, K u + v])
  *
  * Each output value is computed by one thread in a fixed order, so results do not depend on the thread count.
+ *
+ * Builds (setup.py). By default (x86-64) the kernels below are compiled twice from this one file (it includes
+ * itself): once for x86-64-v3 (AVX2 + FMA, `#pragma GCC target`) and once for the compiler's baseline (x86-64,
+ * SSE2), and the exported functions call the variant the CPU supports (__builtin_cpu_supports, chosen once). With
+ * PYFUSION_SINGLE_ISA defined (setup.py: PYFUSION_MARCH=native or another -march) they are compiled once, for
+ * the command line's -march, and wino_cpu_ok() says whether this CPU has the ISA extensions the build assumed.
  */
+#ifndef WINO_ISA /* ============================================ first pass: shared definitions, variants, dispatch */
 #include <Python.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Vectors of 8 floats (AVX) or 4 (SSE2, NEON): a variant works on VW = WINO_VW channels at a time. Any lane computes
+ * the same operations in the same order whatever VW, so VW changes the speed, not the results. */
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
+typedef float v4 __attribute__((vector_size(16)));
+typedef float v4u __attribute__((vector_size(16), aligned(4)));
+#define NB 18 /* tiles per block (a multiple of 6): fastest of 6..96 on a 2-core EPYC at 520x520 */
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define V(name) CAT(name, WINO_ISA) /* a kernel's name in the variant being compiled */
 
-#define LD(p) (*(const v8u *)(p))
-#define ST(p, v) (*(v8u *)(p) = (v))
+enum { OUT_MAP = 0, OUT_POOL = 1, OUT_BLOCK = 2 };
 
-static inline v8 vmax(v8 a, v8 b)
+#if defined(__x86_64__) && !defined(PYFUSION_SINGLE_ISA)
+#define WINO_DISPATCH 1
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#define WINO_ISA _v3
+#define WINO_VW 8
+#include "_winograd.c"
+#undef WINO_ISA
+#undef WINO_VW
+#pragma GCC pop_options
+#define WINO_ISA _base /* SSE2: 32-byte vectors would live in memory, so 4 lanes */
+#define WINO_VW 4
+#include "_winograd.c"
+#undef WINO_ISA
+#undef WINO_VW
+#else
+#define WINO_ISA _one
+#if defined(__AVX__)
+#define WINO_VW 8
+#else
+#define WINO_VW 4
+#endif
+#include "_winograd.c"
+#undef WINO_ISA
+#undef WINO_VW
+#endif
+
+#ifndef PYFUSION_MARCH_NAME
+#define PYFUSION_MARCH_NAME "default"
+#endif
+
+/* ---------------------------------------------------------------------------------------------- dispatch */
+/* The CPU checks are compiled for plain x86-64, whatever the command line's -march, so that they cannot fault. */
+#if defined(__x86_64__)
+#define BASELINE_CODE __attribute__((target("arch=x86-64")))
+#else
+#define BASELINE_CODE
+#endif
+
+#ifdef WINO_DISPATCH
+/* 1 when this CPU (and OS) runs x86-64-v3 code: AVX, AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE. */
+BASELINE_CODE static int cpu_has_v3(void)
 {
-    v8 r;
-    for (int i = 0; i < 8; i++) r[i] = a[i] > b[i] ? a[i] : b[i];
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c") &&
+           __builtin_cpu_supports("lzcnt") && __builtin_cpu_supports("movbe");
+}
+
+static int use_v3 = -1; /* -1: not chosen yet; 0: the x86-64 kernels; 1: the x86-64-v3 kernels */
+
+/* Choose the kernels: level -1 the best this CPU runs, 0 x86-64, 1 x86-64-v3. Returns the level in use, or -1
+ * (nothing changed) when the CPU cannot run the level asked for. Call it before the kernels, not during them. */
+BASELINE_CODE int wino_select(int level)
+{
+    int v3 = cpu_has_v3();
+    if (level < 0) level = v3;
+    if (level > 1 || (level == 1 && !v3)) return -1;
+    use_v3 = level;
+    return level;
+}
+#define PICK(name) ((use_v3 < 0 ? wino_select(-1) : use_v3) ? CAT(name, _v3) : CAT(name, _base))
+#else
+BASELINE_CODE int wino_select(int level)
+{
+    return level <= 0 ? 0 : -1;
+}
+#define PICK(name) CAT(name, _one)
+#endif
+
+/* 1 when the kernels can run on this CPU. A dispatching build always can (its x86-64 variant needs only SSE2); a
+ * single-ISA build checks the extensions its -march enabled (the ones these kernels can use). */
+BASELINE_CODE int wino_cpu_ok(void)
+{
+#if defined(WINO_DISPATCH) || !defined(__x86_64__)
+    return 1;
+#else
+    __builtin_cpu_init();
+#ifdef __AVX__
+    if (!__builtin_cpu_supports("avx")) return 0;
+#endif
+#ifdef __AVX2__
+    if (!__builtin_cpu_supports("avx2")) return 0;
+#endif
+#ifdef __FMA__
+    if (!__builtin_cpu_supports("fma")) return 0;
+#endif
+#ifdef __AVX512F__
+    if (!__builtin_cpu_supports("avx512f")) return 0;
+#endif
+#ifdef __AVX512VL__
+    if (!__builtin_cpu_supports("avx512vl")) return 0;
+#endif
+#ifdef __AVX512BW__
+    if (!__builtin_cpu_supports("avx512bw")) return 0;
+#endif
+#ifdef __AVX512DQ__
+    if (!__builtin_cpu_supports("avx512dq")) return 0;
+#endif
+#ifdef __BMI2__
+    if (!__builtin_cpu_supports("bmi2")) return 0;
+#endif
+    return 1;
+#endif
+}
+
+/* "dispatch" (x86-64-v3 | x86-64 chosen at run time) or the -march of a single-ISA build. */
+BASELINE_CODE const char *wino_build(void)
+{
+#ifdef WINO_DISPATCH
+    return "dispatch";
+#else
+    return PYFUSION_MARCH_NAME;
+#endif
+}
+
+/* The kernels in use: "x86-64-v3", "x86-64" (dispatch) or the -march of a single-ISA build. */
+BASELINE_CODE const char *wino_isa(void)
+{
+#ifdef WINO_DISPATCH
+    return (use_v3 < 0 ? wino_select(-1) : use_v3) ? "x86-64-v3" : "x86-64";
+#else
+    return PYFUSION_MARCH_NAME;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ exported API */
+/* C[M x N] (+)= A[M x K] . B (B packed [N/16][K][16]), any M, rows split over threads; -1: out of memory. */
+int gemm_packed(int M, int N, int K, const float *A, const float *Bp, float *C, int acc, int nthreads)
+{
+    return PICK(gemm_packed)(M, N, K, A, Bp, C, acc, nthreads);
+}
+
+/* out[H][W][C] = relu(conv1(img[H][W][C0])), C a multiple of 8. */
+void conv1_relu(const float *img, int H, int W, int C0, const float *w, const float *b, int C, float *out,
+                int nthreads)
+{
+    PICK(conv1_relu)(img, H, W, C0, w, b, C, out, nthreads);
+}
+
+/* 3x3 convolution (pad 1) + bias + ReLU (+ 2x2/2 ceil-mode max pool when pool != 0) of a map, HWC in and out. */
+int wino_conv_relu(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias, int pool,
+                   float *out, int nthreads)
+{
+    return PICK(wino_core)(in, NULL, 0, NULL, NULL, H, W, Cin, Cout, U, bias, pool ? OUT_POOL : OUT_MAP, out, NULL,
+                           0, 0, nthreads);
+}
+
+/* conv1 + ReLU + conv2 + ReLU + 2x2/2 max pool of an image img[H][W][C0], without storing the conv1 map. */
+int conv12_pool(const float *img, int H, int W, int C0, const float *w1, const float *b1, int C1, int C2,
+                const float *U, const float *bias, float *out, int nthreads)
+{
+    return PICK(wino_core)(NULL, img, C0, w1, b1, H, W, C1, C2, U, bias, OUT_POOL, out, NULL, 0, 0, nthreads);
+}
+
+/* conv3 + ReLU of a map, multiplied straight into the head's tap maps taps[H][W][KK] (+= when acc != 0). */
+int conv3_taps(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias,
+               const float *head, int KK, int acc, float *taps, int nthreads)
+{
+    return PICK(wino_core)(in, NULL, 0, NULL, NULL, H, W, Cin, Cout, U, bias, OUT_BLOCK, taps, head, KK, acc,
+                           nthreads);
+}
+
+/* score[i][j] = sigmoid(bias + sum_{u,v < K} taps[(i + u) * w + j + v][u * K + v]), taps (h*w, K*K). */
+void head_sum(const float *taps, int h, int w, int K, float bias, float *score, int nthreads)
+{
+    PICK(head_sum)(taps, h, w, K, bias, score, nthreads);
+}
+
+/* An importable (empty) module, so that setuptools builds it and importlib finds the file for ctypes. */
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_winograd", "C kernels, loaded with ctypes", -1, NULL, NULL, NULL, NULL, NULL};
+BASELINE_CODE PyMODINIT_FUNC PyInit__winograd(void) { return PyModule_Create(&moduledef); }
+
+#else /* ============================================= the kernels, compiled once per variant (names via V()) */
+#define VW WINO_VW
+#if WINO_VW == 8
+#define VF v8
+#define VFU v8u
+#else
+#define VF v4
+#define VFU v4u
+#endif
+#define LD(p) (*(const VFU *)(p))
+#define ST(p, v) (*(VFU *)(p) = (v))
+
+static inline VF V(vmax)(VF a, VF b)
+{
+    VF r;
+    for (int i = 0; i < VW; i++) r[i] = a[i] > b[i] ? a[i] : b[i];
     return r;
 }
 
 /* ------------------------------------------------------------------------------------------- matrix kernel */
-/* C[6 x 16] (+)= A[6 x K] (row stride lda) . P[K x 16] (one packed panel, row stride 16); C row stride ldc. */
-static inline void kern6x16(int K, const float *A, long lda, const float *P, float *C, long ldc, int acc)
+/* C[6 x 16] (+)= A[6 x K] (row stride lda) . P[K x 16] (one packed panel, row stride 16); C row stride ldc.
+ * 2 VW columns at a time: 12 accumulators in registers (one pass with 8 lanes, two with 4). */
+static inline void V(kern6x16)(int K, const float *A, long lda, const float *P, float *C, long ldc, int acc)
 {
-    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
-    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
     const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * lda, *a3 = A + 3 * lda, *a4 = A + 4 * lda, *a5 = A + 5 * lda;
-    for (int k = 0; k < K; k++) {
-        v8 b0 = LD(P + 16 * k), b1 = LD(P + 16 * k + 8);
-        float x;
-        x = a0[k]; c00 += x * b0; c01 += x * b1;
-        x = a1[k]; c10 += x * b0; c11 += x * b1;
-        x = a2[k]; c20 += x * b0; c21 += x * b1;
-        x = a3[k]; c30 += x * b0; c31 += x * b1;
-        x = a4[k]; c40 += x * b0; c41 += x * b1;
-        x = a5[k]; c50 += x * b0; c51 += x * b1;
+    for (int h = 0; h < 16; h += 2 * VW, P += 2 * VW, C += 2 * VW) {
+        VF c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+        VF c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+        for (int k = 0; k < K; k++) {
+            VF b0 = LD(P + 16 * k), b1 = LD(P + 16 * k + VW);
+            float x;
+            x = a0[k]; c00 += x * b0; c01 += x * b1;
+            x = a1[k]; c10 += x * b0; c11 += x * b1;
+            x = a2[k]; c20 += x * b0; c21 += x * b1;
+            x = a3[k]; c30 += x * b0; c31 += x * b1;
+            x = a4[k]; c40 += x * b0; c41 += x * b1;
+            x = a5[k]; c50 += x * b0; c51 += x * b1;
+        }
+        if (acc) {
+            c00 += LD(C); c01 += LD(C + VW); c10 += LD(C + ldc); c11 += LD(C + ldc + VW);
+            c20 += LD(C + 2 * ldc); c21 += LD(C + 2 * ldc + VW); c30 += LD(C + 3 * ldc); c31 += LD(C + 3 * ldc + VW);
+            c40 += LD(C + 4 * ldc); c41 += LD(C + 4 * ldc + VW); c50 += LD(C + 5 * ldc); c51 += LD(C + 5 * ldc + VW);
+        }
+        ST(C, c00); ST(C + VW, c01); ST(C + ldc, c10); ST(C + ldc + VW, c11);
+        ST(C + 2 * ldc, c20); ST(C + 2 * ldc + VW, c21); ST(C + 3 * ldc, c30); ST(C + 3 * ldc + VW, c31);
+        ST(C + 4 * ldc, c40); ST(C + 4 * ldc + VW, c41); ST(C + 5 * ldc, c50); ST(C + 5 * ldc + VW, c51);
     }
-    if (acc) {
-        c00 += LD(C); c01 += LD(C + 8); c10 += LD(C + ldc); c11 += LD(C + ldc + 8);
-        c20 += LD(C + 2 * ldc); c21 += LD(C + 2 * ldc + 8); c30 += LD(C + 3 * ldc); c31 += LD(C + 3 * ldc + 8);
-        c40 += LD(C + 4 * ldc); c41 += LD(C + 4 * ldc + 8); c50 += LD(C + 5 * ldc); c51 += LD(C + 5 * ldc + 8);
-    }
-    ST(C, c00); ST(C + 8, c01); ST(C + ldc, c10); ST(C + ldc + 8, c11);
-    ST(C + 2 * ldc, c20); ST(C + 2 * ldc + 8, c21); ST(C + 3 * ldc, c30); ST(C + 3 * ldc + 8, c31);
-    ST(C + 4 * ldc, c40); ST(C + 4 * ldc + 8, c41); ST(C + 5 * ldc, c50); ST(C + 5 * ldc + 8, c51);
 }
 
 /* C[M x N] (+)= A[M x K] . B, B packed as [N/16][K][16]; M a multiple of 6, N of 16 (single thread). */
-static void gemm6(int M, int N, int K, const float *A, const float *Bp, float *C, int acc)
+static void V(gemm6)(int M, int N, int K, const float *A, const float *Bp, float *C, int acc)
 {
     for (int p = 0; p < N / 16; p++)
         for (int r = 0; r < M; r += 6)
-            kern6x16(K, A + (long)r * K, K, Bp + (long)p * K * 16, C + (long)r * N + 16 * p, N, acc);
+            V(kern6x16)(K, A + (long)r * K, K, Bp + (long)p * K * 16, C + (long)r * N + 16 * p, N, acc);
 }
 
-/* C[M x N] (+)= A[M x K] . B (B packed), any M, rows split over threads. */
-void gemm_packed(int M, int N, int K, const float *A, const float *Bp, float *C, int acc, int nthreads)
+/* C[M x N] (+)= A[M x K] . B (B packed), any M, rows split over threads. Returns 0, or -1 (C untouched) when the
+ * zero-padded copy of the last 1..5 rows could not be allocated. */
+static int V(gemm_packed)(int M, int N, int K, const float *A, const float *Bp, float *C, int acc, int nthreads)
 {
-    int full = M / 6 * 6;
+    int full = M / 6 * 6, rest = M - full;
+    float *a = NULL, *c = NULL;
+    if (rest) { /* allocated first: a failure leaves C as it was */
+        a = calloc((size_t)6 * K, sizeof(float));
+        c = calloc((size_t)6 * N, sizeof(float));
+        if (!a || !c) {
+            free(a);
+            free(c);
+            return -1;
+        }
+    }
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int r = 0; r < full; r += 6)
         for (int p = 0; p < N / 16; p++)
-            kern6x16(K, A + (long)r * K, K, Bp + (long)p * K * 16, C + (long)r * N + 16 * p, N, acc);
-    if (full < M) { /* the last 1..5 rows through a zero-padded copy */
-        int rest = M - full;
-        float *a = calloc((size_t)6 * K, sizeof(float)), *c = calloc((size_t)6 * N, sizeof(float));
+            V(kern6x16)(K, A + (long)r * K, K, Bp + (long)p * K * 16, C + (long)r * N + 16 * p, N, acc);
+    if (rest) { /* the last 1..5 rows through the zero-padded copy */
         memcpy(a, A + (long)full * K, sizeof(float) * rest * K);
         memcpy(c, C + (long)full * N, sizeof(float) * rest * N);
-        gemm6(6, N, K, a, Bp, c, acc);
+        V(gemm6)(6, N, K, a, Bp, c, acc);
         memcpy(C + (long)full * N, c, sizeof(float) * rest * N);
         free(a);
         free(c);
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ conv1 */
-/* o[C] = relu(b + sum_taps w[tap][c] * img[y + dy][x + dx]) (zero padding), or 0 outside the image. */
-static inline void conv1_pixel(const float *img, int H, int W, const float *w, const float *b, int C, int y, int x,
-                               float *o)
+/* o[C] = relu(b + sum over taps t, input channels ci of w[t C0 + ci][c] * img[y + dy][x + dx][ci]) (zero padding),
+ * or 0 outside the image. Always inlined, so that a constant C0 (1) gives the fixed 9-tap loop. */
+static inline __attribute__((always_inline)) void V(conv1_pixel)(const float *img, int H, int W, int C0,
+                                                                 const float *w, const float *b, int C, int y, int x,
+                                                                 float *o)
 {
-    v8 z = {0};
+    VF z = {0};
     if (y < 0 || y >= H || x < 0 || x >= W) {
-        for (int c = 0; c < C; c += 8) ST(o + c, z);
+        for (int c = 0; c < C; c += VW) ST(o + c, z);
         return;
     }
-    float px[9];
+    int n = 9 * C0;
+    float px[n];
     for (int t = 0; t < 9; t++) {
         int yy = y + t / 3 - 1, xx = x + t % 3 - 1;
-        px[t] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? img[(long)yy * W + xx] : 0.0f;
+        const float *src = img + ((long)yy * W + xx) * C0;
+        int in = yy >= 0 && yy < H && xx >= 0 && xx < W;
+        for (int ci = 0; ci < C0; ci++) px[t * C0 + ci] = in ? src[ci] : 0.0f;
     }
-    for (int c = 0; c < C; c += 8) {
-        v8 s = LD(b + c);
-        for (int t = 0; t < 9; t++) s += px[t] * LD(w + t * C + c);
-        ST(o + c, vmax(s, z));
+    for (int c = 0; c < C; c += VW) {
+        VF s = LD(b + c);
+        for (int t = 0; t < n; t++) s += px[t] * LD(w + (long)t * C + c);
+        ST(o + c, V(vmax)(s, z));
     }
 }
 
-/* out[H][W][C]: conv1 + ReLU of the whole image; C a multiple of 8. */
-void conv1_relu(const float *img, int H, int W, const float *w, const float *b, int C, float *out, int nthreads)
+/* conv1 of pixel (y, x), the grayscale case (C0 = 1) compiled apart. */
+static inline void V(conv1_at)(const float *img, int H, int W, int C0, const float *w, const float *b, int C, int y,
+                               int x, float *o)
+{
+    if (C0 == 1)
+        V(conv1_pixel)(img, H, W, 1, w, b, C, y, x, o);
+    else
+        V(conv1_pixel)(img, H, W, C0, w, b, C, y, x, o);
+}
+
+/* out[H][W][C]: conv1 + ReLU of the whole image img[H][W][C0]; w [9 C0][C] (tap-major), C a multiple of 8. */
+static void V(conv1_relu)(const float *img, int H, int W, int C0, const float *w, const float *b, int C, float *out,
+                          int nthreads)
 {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) conv1_pixel(img, H, W, w, b, C, y, x, out + ((long)y * W + x) * C);
+        for (int x = 0; x < W; x++) V(conv1_at)(img, H, W, C0, w, b, C, y, x, out + ((long)y * W + x) * C);
 }
 
 /* ---------------------------------------------------------------------------------------------- Winograd */
-#define NB 18 /* tiles per block (a multiple of 6): fastest of 6..96 on a 2-core EPYC at 520x520 */
-
 /* V[36][NB][Cin] for tile t of the block, from the 6x6 input window at (y0, x0) (zero outside the image). */
-static void input_transform(const float *in, int H, int W, int Cin, int y0, int x0, const float *zero,
-                            float *V, int t)
+static void V(input_transform)(const float *in, int H, int W, int Cin, int y0, int x0, const float *zero,
+                               float *Vt, int t)
 {
     const float *p[6][6];
     for (int a = 0; a < 6; a++)
@@ -131,12 +357,12 @@ static void input_transform(const float *in, int H, int W, int Cin, int y0, int 
             p[a][c] = (y >= 0 && y < H && x >= 0 && x < W) ? in + ((long)y * W + x) * Cin : zero;
         }
     long kstride = (long)NB * Cin;
-    float *v = V + (long)t * Cin;
-    for (int ch = 0; ch < Cin; ch += 8) {
-        v8 r[6][6]; /* r = B^T d */
+    float *v = Vt + (long)t * Cin;
+    for (int ch = 0; ch < Cin; ch += VW) {
+        VF r[6][6]; /* r = B^T d */
         for (int c = 0; c < 6; c++) {
-            v8 d0 = LD(p[0][c] + ch), d1 = LD(p[1][c] + ch), d2 = LD(p[2][c] + ch);
-            v8 d3 = LD(p[3][c] + ch), d4 = LD(p[4][c] + ch), d5 = LD(p[5][c] + ch);
+            VF d0 = LD(p[0][c] + ch), d1 = LD(p[1][c] + ch), d2 = LD(p[2][c] + ch);
+            VF d3 = LD(p[3][c] + ch), d4 = LD(p[4][c] + ch), d5 = LD(p[5][c] + ch);
             r[0][c] = 4.0f * d0 - 5.0f * d2 + d4;
             r[1][c] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
             r[2][c] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
@@ -145,7 +371,7 @@ static void input_transform(const float *in, int H, int W, int Cin, int y0, int 
             r[5][c] = 4.0f * d1 - 5.0f * d3 + d5;
         }
         for (int i = 0; i < 6; i++) { /* V = r B */
-            v8 d0 = r[i][0], d1 = r[i][1], d2 = r[i][2], d3 = r[i][3], d4 = r[i][4], d5 = r[i][5];
+            VF d0 = r[i][0], d1 = r[i][1], d2 = r[i][2], d3 = r[i][3], d4 = r[i][4], d5 = r[i][5];
             float *o = v + (long)(6 * i) * kstride + ch;
             ST(o, 4.0f * d0 - 5.0f * d2 + d4);
             ST(o + kstride, -4.0f * d1 - 4.0f * d2 + d3 + d4);
@@ -157,38 +383,36 @@ static void input_transform(const float *in, int H, int W, int Cin, int y0, int 
     }
 }
 
-enum { OUT_MAP = 0, OUT_POOL = 1, OUT_BLOCK = 2 };
-
 /* Y = A^T m A + bias, ReLU, for tile t of the block (output rows y0.., cols x0..), stored by `kind`:
  * OUT_MAP: out[H][W][Cout]; OUT_POOL: 2x2/2 ceil-mode max pool into out[ceil(H/2)][ceil(W/2)][Cout];
  * OUT_BLOCK: out[4][4 NB][Cout], the block's 4 output rows (columns 4t..4t+3; those past W hold finite junk). */
-static void output_transform(const float *M, int Cout, int t, const float *bias, int H, int W, int y0, int x0,
-                             int kind, float *out)
+static void V(output_transform)(const float *M, int Cout, int t, const float *bias, int H, int W, int y0, int x0,
+                                int kind, float *out)
 {
     long kstride = (long)NB * Cout;
     const float *m = M + (long)t * Cout;
     int Hp = (H + 1) / 2, Wp = (W + 1) / 2;
-    for (int ch = 0; ch < Cout; ch += 8) {
-        v8 s[4][6]; /* s = A^T m */
+    for (int ch = 0; ch < Cout; ch += VW) {
+        VF s[4][6]; /* s = A^T m */
         for (int c = 0; c < 6; c++) {
-            v8 m0 = LD(m + (long)(0 + c) * kstride + ch), m1 = LD(m + (long)(6 + c) * kstride + ch);
-            v8 m2 = LD(m + (long)(12 + c) * kstride + ch), m3 = LD(m + (long)(18 + c) * kstride + ch);
-            v8 m4 = LD(m + (long)(24 + c) * kstride + ch), m5 = LD(m + (long)(30 + c) * kstride + ch);
-            v8 p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+            VF m0 = LD(m + (long)(0 + c) * kstride + ch), m1 = LD(m + (long)(6 + c) * kstride + ch);
+            VF m2 = LD(m + (long)(12 + c) * kstride + ch), m3 = LD(m + (long)(18 + c) * kstride + ch);
+            VF m4 = LD(m + (long)(24 + c) * kstride + ch), m5 = LD(m + (long)(30 + c) * kstride + ch);
+            VF p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
             s[0][c] = m0 + p12 + p34;
             s[1][c] = n12 + 2.0f * n34;
             s[2][c] = p12 + 4.0f * p34;
             s[3][c] = n12 + 8.0f * n34 + m5;
         }
-        v8 bv = LD(bias + ch), z = {0}, y[4][4];
+        VF bv = LD(bias + ch), z = {0}, y[4][4];
         for (int i = 0; i < 4; i++) {
-            v8 m0 = s[i][0], m1 = s[i][1], m2 = s[i][2], m3 = s[i][3], m4 = s[i][4], m5 = s[i][5];
-            v8 p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+            VF m0 = s[i][0], m1 = s[i][1], m2 = s[i][2], m3 = s[i][3], m4 = s[i][4], m5 = s[i][5];
+            VF p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
             y[i][0] = m0 + p12 + p34 + bv;
             y[i][1] = n12 + 2.0f * n34 + bv;
             y[i][2] = p12 + 4.0f * p34 + bv;
             y[i][3] = n12 + 8.0f * n34 + m5 + bv;
-            for (int j = 0; j < 4; j++) y[i][j] = vmax(y[i][j], z);
+            for (int j = 0; j < 4; j++) y[i][j] = V(vmax)(y[i][j], z);
         }
         if (kind == OUT_MAP) {
             for (int i = 0; i < 4 && y0 + i < H; i++)
@@ -203,11 +427,11 @@ static void output_transform(const float *M, int Cout, int t, const float *bias,
                 for (int pj = 0; pj < 2; pj++) {
                     int xx = x0 / 2 + pj;
                     if (xx >= Wp) break;
-                    v8 mx = y[2 * pi][2 * pj];
+                    VF mx = y[2 * pi][2 * pj];
                     int row2 = y0 + 2 * pi + 1 < H, col2 = x0 + 2 * pj + 1 < W;
-                    if (col2) mx = vmax(mx, y[2 * pi][2 * pj + 1]);
-                    if (row2) mx = vmax(mx, y[2 * pi + 1][2 * pj]);
-                    if (row2 && col2) mx = vmax(mx, y[2 * pi + 1][2 * pj + 1]);
+                    if (col2) mx = V(vmax)(mx, y[2 * pi][2 * pj + 1]);
+                    if (row2) mx = V(vmax)(mx, y[2 * pi + 1][2 * pj]);
+                    if (row2 && col2) mx = V(vmax)(mx, y[2 * pi + 1][2 * pj + 1]);
                     ST(out + ((long)yy * Wp + xx) * Cout + ch, mx);
                 }
             }
@@ -216,31 +440,38 @@ static void output_transform(const float *M, int Cout, int t, const float *bias,
 }
 
 /* One 3x3 convolution (pad 1) + bias + ReLU over all 4x4 tiles of an H x W map, a block of NB tiles at a time.
- * Input: `in` [H][W][Cin], or, when `img` is given, conv1 of the single-channel image `img` computed per block
- * (w1 [9][Cin], b1 [Cin]; the map of conv1 is never stored). Output by `kind`: OUT_MAP / OUT_POOL into `out`, or
- * OUT_BLOCK: the head's tap products taps[y][x][KK] (+)= out(y, x) . head [Cout -> KK, packed], accumulating when
- * acc != 0. U: transformed weights packed as [36][Cout/16][Cin][16]. Cin a multiple of 8, Cout and KK of 16.
- * Returns 0, or -1 when a work buffer could not be allocated. */
-static int wino_core(const float *in, const float *img, const float *w1, const float *b1, int H, int W, int Cin,
-                     int Cout, const float *U, const float *bias, int kind, float *out, const float *head, int KK,
-                     int acc, int nthreads)
+ * Input: `in` [H][W][Cin], or, when `img` is given, conv1 of the image img[H][W][C0] computed per block
+ * (w1 [9 C0][Cin], b1 [Cin]; the map of conv1 is never stored). Output by `kind`: OUT_MAP / OUT_POOL into `out`,
+ * or OUT_BLOCK: the head's tap products taps[y][x][KK] (+)= out(y, x) . head [Cout -> KK, packed], accumulating
+ * when acc != 0. U: transformed weights packed as [36][Cout/16][Cin][16]. Cin a multiple of 8, Cout and KK of 16.
+ * Returns 0, or -1 when a work buffer could not be allocated (then no thread has run a block). */
+static int V(wino_core)(const float *in, const float *img, int C0, const float *w1, const float *b1, int H, int W,
+                        int Cin, int Cout, const float *U, const float *bias, int kind, float *out, const float *head,
+                        int KK, int acc, int nthreads)
 {
     int Th = (H + 3) / 4, Tw = (W + 3) / 4, nbx = (Tw + NB - 1) / NB, XW = 4 * NB + 2;
     long jobs = (long)Th * nbx;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *V = aligned_alloc(64, sizeof(float) * 36 * NB * Cin);
+        float *Vt = aligned_alloc(64, sizeof(float) * 36 * NB * Cin);
         float *M = aligned_alloc(64, sizeof(float) * 36 * NB * Cout);
         float *zero = calloc(Cin, sizeof(float));
         float *X = img ? aligned_alloc(64, sizeof(float) * 6 * XW * Cin) : NULL;
         float *Z = kind == OUT_BLOCK ? aligned_alloc(64, sizeof(float) * 4 * 4 * NB * Cout) : NULL;
         float *T = kind == OUT_BLOCK ? aligned_alloc(64, sizeof(float) * 4 * NB * KK) : NULL;
-        if (!V || !M || !zero || (img && !X) || (kind == OUT_BLOCK && (!Z || !T))) {
+        if (!Vt || !M || !zero || (img && !X) || (kind == OUT_BLOCK && (!Z || !T))) {
 #pragma omp atomic write
             failed = 1;
-        } else {
-            memset(V, 0, sizeof(float) * 36 * NB * Cin);
+        }
+        /* Every thread has allocated (or failed) before any reads the flag: all enter the work-sharing loop, or
+         * none does (a thread skipping an `omp for` its team enters would not be conforming OpenMP). */
+#pragma omp barrier
+        int any_failed;
+#pragma omp atomic read
+        any_failed = failed;
+        if (!any_failed) {
+            memset(Vt, 0, sizeof(float) * 36 * NB * Cin);
             if (Z) memset(Z, 0, sizeof(float) * 4 * 4 * NB * Cout);
 #pragma omp for schedule(dynamic, 1)
             for (long job = 0; job < jobs; job++) {
@@ -250,19 +481,23 @@ static int wino_core(const float *in, const float *img, const float *w1, const f
                     int xw = 4 * nb + 2;
                     for (int r = 0; r < 6; r++)
                         for (int c = 0; c < xw; c++)
-                            conv1_pixel(img, H, W, w1, b1, Cin, 4 * ti - 1 + r, 4 * j0 - 1 + c, X + ((long)r * xw + c) * Cin);
-                    for (int t = 0; t < nb; t++) input_transform(X, 6, xw, Cin, 0, 4 * t, zero, V, t);
+                            V(conv1_at)(img, H, W, C0, w1, b1, Cin, 4 * ti - 1 + r, 4 * j0 - 1 + c,
+                                        X + ((long)r * xw + c) * Cin);
+                    for (int t = 0; t < nb; t++) V(input_transform)(X, 6, xw, Cin, 0, 4 * t, zero, Vt, t);
                 } else {
-                    for (int t = 0; t < nb; t++) input_transform(in, H, W, Cin, 4 * ti - 1, 4 * (j0 + t) - 1, zero, V, t);
+                    for (int t = 0; t < nb; t++)
+                        V(input_transform)(in, H, W, Cin, 4 * ti - 1, 4 * (j0 + t) - 1, zero, Vt, t);
                 }
                 for (int k = 0; k < 36; k++)
-                    gemm6(rows, Cout, Cin, V + (long)k * NB * Cin, U + (long)k * Cin * Cout, M + (long)k * NB * Cout, 0);
+                    V(gemm6)(rows, Cout, Cin, Vt + (long)k * NB * Cin, U + (long)k * Cin * Cout,
+                             M + (long)k * NB * Cout, 0);
                 for (int t = 0; t < nb; t++)
-                    output_transform(M, Cout, t, bias, H, W, 4 * ti, 4 * (j0 + t), kind, kind == OUT_BLOCK ? Z : out);
+                    V(output_transform)(M, Cout, t, bias, H, W, 4 * ti, 4 * (j0 + t), kind,
+                                        kind == OUT_BLOCK ? Z : out);
                 if (kind == OUT_BLOCK) { /* the head's 1x1 products of the block's rows, added to the tap maps */
                     int x0 = 4 * j0, n = W - x0 < 4 * nb ? W - x0 : 4 * nb, nr = (n + 5) / 6 * 6;
                     for (int i = 0; i < 4 && 4 * ti + i < H; i++) {
-                        gemm6(nr, KK, Cout, Z + (long)i * 4 * NB * Cout, head, T, 0);
+                        V(gemm6)(nr, KK, Cout, Z + (long)i * 4 * NB * Cout, head, T, 0);
                         float *o = out + ((long)(4 * ti + i) * W + x0) * KK;
                         if (acc)
                             for (long q = 0; q < (long)n * KK; q++) o[q] += T[q];
@@ -272,7 +507,7 @@ static int wino_core(const float *in, const float *img, const float *w1, const f
                 }
             }
         }
-        free(V);
+        free(Vt);
         free(M);
         free(zero);
         free(X);
@@ -282,31 +517,9 @@ static int wino_core(const float *in, const float *img, const float *w1, const f
     return failed ? -1 : 0;
 }
 
-/* 3x3 convolution (pad 1) + bias + ReLU (+ 2x2/2 ceil-mode max pool when pool != 0) of a map, HWC in and out. */
-int wino_conv_relu(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias, int pool,
-                   float *out, int nthreads)
-{
-    return wino_core(in, NULL, NULL, NULL, H, W, Cin, Cout, U, bias, pool ? OUT_POOL : OUT_MAP, out, NULL, 0, 0,
-                     nthreads);
-}
-
-/* conv1 + ReLU + conv2 + ReLU + 2x2/2 max pool of a single-channel image, without storing the conv1 map. */
-int conv12_pool(const float *img, int H, int W, const float *w1, const float *b1, int C1, int C2, const float *U,
-                const float *bias, float *out, int nthreads)
-{
-    return wino_core(NULL, img, w1, b1, H, W, C1, C2, U, bias, OUT_POOL, out, NULL, 0, 0, nthreads);
-}
-
-/* conv3 + ReLU of a map, multiplied straight into the head's tap maps taps[H][W][KK] (+= when acc != 0). */
-int conv3_taps(const float *in, int H, int W, int Cin, int Cout, const float *U, const float *bias,
-               const float *head, int KK, int acc, float *taps, int nthreads)
-{
-    return wino_core(in, NULL, NULL, NULL, H, W, Cin, Cout, U, bias, OUT_BLOCK, taps, head, KK, acc, nthreads);
-}
-
 /* ------------------------------------------------------------------------------------------------- head */
-/* score[i][j] = 1 / (1 + exp(-sum_{u,v < K} taps[(i + u) * w + j + v][u * K + v])), taps (h*w, K*K). */
-void head_sum(const float *taps, int h, int w, int K, float *score, int nthreads)
+/* score[i][j] = 1 / (1 + exp(-(sum_{u,v < K} taps[(i + u) * w + j + v][u * K + v] + bias))), taps (h*w, K*K). */
+static void V(head_sum)(const float *taps, int h, int w, int K, float bias, float *score, int nthreads)
 {
     int sh = h - K + 1, sw = w - K + 1, KK = K * K;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -317,10 +530,14 @@ void head_sum(const float *taps, int h, int w, int K, float *score, int nthreads
                 const float *row = taps + ((long)(i + u) * w + j) * KK + u * K;
                 for (int v = 0; v < K; v++) s += row[(long)v * KK + v];
             }
+            s += bias; /* exact for a bias of 0 (and sigmoid(-0) = sigmoid(+0)) */
             score[(long)i * sw + j] = 1.0f / (1.0f + expf(-s));
         }
 }
 
-/* An importable (empty) module, so that setuptools builds it and importlib finds the file for ctypes. */
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_winograd", "C kernels, loaded with ctypes", -1, NULL, NULL, NULL, NULL, NULL};
-PyMODINIT_FUNC PyInit__winograd(void) { return PyModule_Create(&moduledef); }
+#undef VW
+#undef VF
+#undef VFU
+#undef LD
+#undef ST
+#endif /* WINO_ISA */
