@@ -201,6 +201,9 @@ def resolve(model=None) -> tuple[Model, Path, Path]:
         m = get(model)
         return m, m.caffemodel, m.onnx
     path = Path(model)
+    if path.suffix not in (".caffemodel", ".onnx") and not path.exists():
+        raise ModelError(f"unknown model {str(model)!r}: neither registered ({', '.join(MODELS)}) nor a "
+                         ".caffemodel/.onnx file")
     meta = side_car(path)
     m = get(meta.get("net", DEFAULT))
     if path.suffix == ".onnx":

@@ -62,3 +62,58 @@ def survey_pairs(root) -> list[tuple[str, Path, Path, Path]]:
             name = a.name[: -len("_1.tif")]
             out.append((name, a, a.with_name(name + "_2.tif"), root / "results" / "cnn" / f"{name}_cnn.tif"))
     return out
+
+
+def fuse_survey(root, method: str, out_dir, *, limit: int = 0, force: bool = False, progress: bool = True,
+                **options) -> list[Path]:
+    """Fuse every survey pair with ``method`` into ``out_dir/NAME_ours-METHOD.tif`` (pairs already there are kept
+    unless ``force``: an interrupted run resumes). Returns the written paths in survey order."""
+    from tqdm import tqdm
+
+    from . import fuse
+    from .io import read_image, write_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    pairs = survey_pairs(root)[:limit or None]
+    for name, pa, pb, _ in tqdm(pairs, desc=f"fuse {method}", unit="pair", disable=not progress):
+        out = out_dir / f"{name}_ours-{method}.tif"
+        if force or not out.is_file():
+            write_image(out, fuse([read_image(pa), read_image(pb)], method=method, **options).fused, force=True)
+        paths.append(out)
+    return paths
+
+
+def metric_tables(results, survey, survey_methods, *, sets: dict, published=("CNN", "DWT")) -> str:
+    """Markdown tables of the 8 metrics, one per image set: our rows (mean over the set), then the survey's
+    published rows of ``published`` (mean over the same images), best value per column in bold."""
+    from .metrics.table import LOWER_IS_BETTER, survey_means
+
+    out = []
+    for label, images in sets.items():
+        rows = {}
+        for m, per_image in results.items():
+            sel = [i for i in images if i in per_image]
+            if sel:
+                rows[f"{m} (computed)"] = {k: float(np.mean([per_image[i][k] for i in sel]))
+                                           for k in next(iter(per_image.values()))}
+        pub = survey_means(survey, survey_methods, images) or {}
+        best_pub = {k: (min if k in LOWER_IS_BETTER else max)(v[k] for v in pub.values())
+                    for k in next(iter(rows.values()))} if pub else {}
+        for m in published:
+            if m in pub:
+                rows[f"{m} (published)"] = pub[m]
+        keys = list(next(iter(rows.values())))
+        best = {k: (min if k in LOWER_IS_BETTER else max)(r[k] for r in rows.values()) for k in keys}
+        out += [f"### {label} ({len(images)} pairs)", "",
+                "| method | " + " | ".join(f"{k}{' (lower better)' if k in LOWER_IS_BETTER else ''}" for k in keys)
+                + " |", "|---|" + "---:|" * len(keys)]
+        for name, vals in rows.items():
+            out.append(f"| {name} | " + " | ".join(f"**{vals[k]:.4f}**" if vals[k] == best[k] else f"{vals[k]:.4f}"
+                                                  for k in keys) + " |")
+        if best_pub:
+            out.append("| best of the survey's 18 published rows | "
+                       + " | ".join(f"{best_pub[k]:.4f}" for k in keys) + " |")
+        out.append("")
+    return "\n".join(out)
