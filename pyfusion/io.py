@@ -12,9 +12,9 @@ Conventions
   converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
   Truncated (PNG without IEND, or anything the decoder refuses) or undecodable files raise
   :class:`FusionInputError`.
-* Writing (:func:`write_image`) is atomic: the encoded bytes go to a temporary file in the destination's
-  directory, which is fsync'ed and moved over the destination with :func:`os.replace`; on any failure the
-  temporary file is removed and an existing destination is left untouched.
+* Writing is atomic (:func:`write_atomic`, which :func:`write_image` uses for the encoded image): the bytes go
+  to a temporary file in the destination's directory, which is fsync'ed and moved over the destination with
+  :func:`os.replace`; on any failure the temporary file is removed and an existing destination is left untouched.
 
 References
 ----------
@@ -36,6 +36,8 @@ __all__ = [
     "FusionInputError",
     "read_image",
     "write_image",
+    "write_atomic",
+    "to_gray",
     "validate_images",
     "to_unit",
     "from_unit",
@@ -288,8 +290,14 @@ def _umask() -> int:
 
 
 def write_atomic(path, data) -> Path:
-    """Write ``data`` (str as UTF-8, or bytes) to ``path`` through a temporary file in the same directory and
-    :func:`os.replace`; on failure the temporary file is removed and ``path`` is untouched."""
+    """Write ``data`` (str as UTF-8, or bytes) to ``path`` atomically.
+
+    The bytes go to a temporary file in ``path``'s own directory (so :func:`os.replace` never crosses a file
+    system), which gets the usual permissions (``0o666`` less the umask; :func:`tempfile.mkstemp` makes 0600), is
+    flushed, fsync'ed and moved over ``path`` with :func:`os.replace`. On any failure (an exception, including
+    KeyboardInterrupt) the temporary file is removed, ``path`` is untouched, and the exception propagates.
+    :func:`write_image` writes through this function.
+    """
     p = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
@@ -297,6 +305,8 @@ def write_atomic(path, data) -> Path:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -363,20 +373,7 @@ def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
         raise FusionInputError(f"{p}: cannot encode image ({str(e).strip().splitlines()[-1]})") from None
     if not ok:
         raise FusionInputError(f"{p}: cannot encode image as {ext}")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-            f.write(buf.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise FusionInputError(f"{p}: cannot write ({e.strerror or e})") from None
-        raise
-    return p
+        return write_atomic(p, buf.tobytes())
+    except OSError as e:
+        raise FusionInputError(f"{p}: cannot write ({e.strerror or e})") from None
