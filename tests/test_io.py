@@ -153,7 +153,6 @@ def test_unit_conversions_match_matlab_rounding():
     ([rgb()], "at least two"),
     ([rgb(), rgb(20, 25)], "size 25x20 differs"),
     ([rgb(), rgb()[:, :, 0]], "channel"),
-    ([rgb(15, 30), rgb(15, 30)], "smaller than the 16x16"),
     ([rgb(), rgb(dtype=np.uint16)], "pixel type"),
     ([rgb().astype(np.int32), rgb().astype(np.int32)], "unsupported pixel type"),
     ([np.zeros((20, 20, 4), np.uint8)] * 2, "alpha"),
@@ -165,3 +164,10 @@ def test_validate_images_errors(images, what):
         validate_images(images)
     assert "\n" not in str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+def test_minimum_size_is_the_callers():
+    """Each method states its smallest side (cnn: its 16x16 patch); the I/O layer only enforces it."""
+    validate_images([rgb(15, 30), rgb(15, 30)])
+    with pytest.raises(FusionInputError, match=r"30x15 is smaller than 16x16 \(the patch\)"):
+        validate_images([rgb(15, 30), rgb(15, 30)], min_size=16, min_reason="the patch")

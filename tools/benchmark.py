@@ -57,8 +57,8 @@ NOTES = """## What is measured, and why the fast path is faster
   (128 -> 256, 3x3 at half resolution), ~20 GMAC each per source at 520x520: ~95% of the time (ORT profile).
 * **Tiles** (`pyfusion.tiling.tile_plan`): overlapping, on the stride-2 grid, 4-pixel halo before and 4 after the
   16-pixel patches (winograd: starts on multiples of 8, halos of 8 to 17), interior padding rows dropped: scores
-  identical to whole-image inference (tests/test_net.py, tests/test_winograd.py: bit-identical for winograd and
-  ONNX Runtime, to BLAS rounding < 1e-6 for Caffe). Memory model: ONNX Runtime ~1.5 KB per
+  identical to whole-image inference (tests/test_net.py, tests/test_winograd.py: bit-identical for winograd; to
+  float rounding, <= 1e-6, for ONNX Runtime and Caffe, whose kernels block the work by the tile size). Memory model: ONNX Runtime ~1.5 KB per
   input pixel of a tile (both sources, measured), Caffe `pyfusion.backends.caffe.peak_bytes`.
 * **Post-processing** (focus map: summed-area table; small-region removal: `scipy.ndimage.label` + bincount;
   guided filter: cumulative-sum box filters; weighted average) is O(pixels) in time and memory, float64; its
@@ -284,7 +284,7 @@ def _mib(x):
     return f"{x / 2**20:.0f}"
 
 
-def render(info, model_desc, rows, max_memory) -> str:
+def render(info, model_desc, rows, max_memory, command="python tools/benchmark.py --out docs/benchmarks.md") -> str:
     m = info
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     nices = ", ".join(f"{v:+d}" for v in m.get("training_nice", {}).values())
@@ -294,7 +294,7 @@ def render(info, model_desc, rows, max_memory) -> str:
     lines = [
         "# Benchmarks: Caffe twin vs the fast backends",
         "",
-        "Written by `python tools/benchmark.py --out docs/benchmarks.md` (`make bench`); do not edit by hand.",
+        f"Written by `{command}`; do not edit by hand.",
         "",
         f"* Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']:.1f} GiB RAM, Python {m['python']}",
         f"* Date: {when}; load average at start {m['load'][0]:.2f} / {m['load'][1]:.2f} / {m['load'][2]:.2f}",
@@ -402,7 +402,8 @@ def parent(args) -> int:
                 x = ok["caffe"]["result"]["stages"]["score_map"] / ok[b]["result"]["stages"]["score_map"]
                 ok[b].update(dscore=f"{d:.1e}", speedup=f"{x:.1f}x", dscore_x=d, speedup_x=x)
             rows += size_rows
-    text = render(info, model_desc, rows, args.max_memory)
+    text = render(info, model_desc, rows, args.max_memory,
+                  command="python tools/benchmark.py " + " ".join(sys.argv[1:]))
     if args.out:
         out = Path(args.out)
         from pyfusion.io import write_atomic
