@@ -9,18 +9,10 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's glog quiet unless asked (must precede `import caffe`)
 
 import pytest
+from helpers import need as _need
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYFUSION_SHARED", ROOT.parent / "shared" / "data"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _need(ok, reason):
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import pair as _pair
 from helpers import random_params
 
 from pyfusion import backends, models, net, netspec, tiling
@@ -39,14 +40,6 @@ def caffe_model(caffe, tmp_path_factory):
     deploy.save(str(path))
     export_onnx(path, path.with_suffix(".onnx"))
     return path
-
-
-def _pair(h, w, seed=0, c=None):
-    rng = np.random.default_rng(seed)
-    shape = (h, w) if c is None else (h, w, c)
-    a = rng.random(shape, dtype=np.float32)
-    b = np.clip(a + rng.normal(0, 0.2, shape).astype(np.float32), 0, 1)
-    return a, b
 
 
 @pytest.mark.parametrize("h,w", SIZES + [(16, 16), (17, 200), (300, 19)])
