@@ -12,6 +12,12 @@ Conventions
   converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
   Truncated (PNG without IEND, or anything the decoder refuses) or undecodable files raise
   :class:`FusionInputError`.
+* Decoder limits: a PNG's (IHDR) or JPEG's (SOFn) declared size is read from its header before anything is
+  decoded and compared with OpenCV's own limits (:data:`MAX_IMAGE_PIXELS`, :data:`MAX_IMAGE_SIDE`: 2^30 pixels
+  and 2^20 per side unless ``$CV_IO_MAX_IMAGE_PIXELS``/``$CV_IO_MAX_IMAGE_WIDTH``/``$CV_IO_MAX_IMAGE_HEIGHT``
+  say otherwise, as for OpenCV); a larger image raises the one-line :class:`FusionInputError`
+  ``"<file>: image of WxH exceeds the decoder limit (...)"``. Other formats (TIFF, ...) are left to OpenCV,
+  whose refusal (an exception) becomes the same kind of one-line error.
 * Writing is atomic (:func:`write_atomic`, which :func:`write_image` uses for the encoded image): the bytes go
   to a temporary file in the destination's directory, which is fsync'ed and moved over the destination with
   :func:`os.replace`; on any failure the temporary file is removed and an existing destination is left untouched.
@@ -43,6 +49,9 @@ __all__ = [
     "from_unit",
     "map_to_uint8",
     "SUPPORTED_DTYPES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "image_header_size",
 ]
 
 #: Pixel types accepted by the pipeline.
@@ -63,6 +72,21 @@ _WRITE_DTYPES = {
     ".pgm": ("uint8", "uint16"),
     ".pnm": ("uint8", "uint16"),
 }
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+#: Largest image (pixels) :func:`read_image` decodes: OpenCV's ``CV_IO_MAX_IMAGE_PIXELS`` (default 2^30; the
+#: environment variable of that name, read at import as OpenCV reads it once, changes both).
+MAX_IMAGE_PIXELS = _env_int("CV_IO_MAX_IMAGE_PIXELS", 1 << 30)
+#: Largest width and height: OpenCV's ``CV_IO_MAX_IMAGE_WIDTH`` / ``CV_IO_MAX_IMAGE_HEIGHT`` (default 2^20).
+MAX_IMAGE_SIDE = (_env_int("CV_IO_MAX_IMAGE_WIDTH", 1 << 20), _env_int("CV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
 
 
 class FusionInputError(ValueError):
@@ -93,6 +117,53 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` declared in a PNG (IHDR) or JPEG (first SOFn frame header), else ``None``.
+
+    Only the header is parsed (nothing is decoded); ``None`` for other formats or a header that cannot be read
+    (the decoder then has its say).
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return None
+    if data.startswith(b"\xff\xd8"):
+        i, n = 2, len(data)
+        while i + 4 <= n:
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+                i += 2
+                continue
+            if marker == 0xD9 or marker == 0xDA:  # end of image / start of scan before any frame header
+                return None
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in _JPEG_SOF:
+                if i + 9 > n:
+                    return None
+                height = int.from_bytes(data[i + 5:i + 7], "big")
+                width = int.from_bytes(data[i + 7:i + 9], "big")
+                return width, height
+            if length < 2:
+                return None
+            i += 2 + length
+    return None
+
+
+def _check_decoder_limit(name: str, width: int, height: int) -> None:
+    max_w, max_h = MAX_IMAGE_SIDE
+    if width * height > MAX_IMAGE_PIXELS or width > max_w or height > max_h:
+        raise FusionInputError(f"{name}: image of {width}x{height} exceeds the decoder limit "
+                               f"({MAX_IMAGE_PIXELS} pixels, {max_w}x{max_h} at most; CV_IO_MAX_IMAGE_PIXELS)")
+
+
 def read_image(path) -> np.ndarray:
     """Read an image file as an RGB or grayscale array, keeping its bit depth.
 
@@ -110,7 +181,9 @@ def read_image(path) -> np.ndarray:
     Raises
     ------
     FusionInputError
-        Missing, unreadable, truncated or undecodable file; unsupported pixel type; non-finite values.
+        Missing, unreadable, truncated or undecodable file; an image above the decoder limit
+        (:data:`MAX_IMAGE_PIXELS`; checked from the PNG/JPEG header before decoding); unsupported pixel type;
+        non-finite values.
 
     References
     ----------
@@ -130,7 +203,18 @@ def read_image(path) -> np.ndarray:
         raise FusionInputError(f"{p}: empty file")
     if _looks_truncated(data):
         raise FusionInputError(f"{p}: truncated image file")
-    img = _quiet_cv2(cv2.imdecode, np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = image_header_size(data)
+    if size is not None:
+        _check_decoder_limit(str(p), *size)
+    try:
+        img = _quiet_cv2(cv2.imdecode, np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a TIFF above the limit: OpenCV asserts instead of returning None
+        msg = str(e)
+        if "CV_IO_MAX_IMAGE" in msg:
+            raise FusionInputError(f"{p}: image exceeds the decoder limit ({MAX_IMAGE_PIXELS} pixels; "
+                                   f"CV_IO_MAX_IMAGE_PIXELS)") from None
+        last = " ".join(msg.strip().splitlines()[-1:]).strip()
+        raise FusionInputError(f"{p}: cannot decode image ({last or 'decoder error'})") from None
     if img is None or img.size == 0:
         raise FusionInputError(f"{p}: cannot decode image (unreadable, truncated or unsupported format)")
     if img.ndim == 3 and img.shape[2] == 1:

@@ -171,3 +171,78 @@ def test_minimum_size_is_the_callers():
     validate_images([rgb(15, 30), rgb(15, 30)])
     with pytest.raises(FusionInputError, match=r"30x15 is smaller than 16x16 \(the patch\)"):
         validate_images([rgb(15, 30), rgb(15, 30)], min_size=16, min_reason="the patch")
+
+
+# ------------------------------------------------------------------------------------------ decoder limits
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _huge_png(width=60000, height=60000) -> bytes:
+    """A few-byte PNG declaring ``width x height`` (valid IHDR CRC, one tiny IDAT, IEND)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + _png_chunk(b"IEND", b""))
+
+
+def _huge_jpeg(width=60000, height=60000) -> bytes:
+    """A real small JPEG whose SOF0 frame header is patched to declare ``width x height``."""
+    ok, buf = cv2.imencode(".jpg", rgb(16, 16))
+    data = bytearray(buf.tobytes())
+    i = data.index(b"\xff\xc0")
+    data[i + 5:i + 7] = height.to_bytes(2, "big")
+    data[i + 7:i + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _huge_tiff(width=60000, height=60000) -> bytes:
+    """A little-endian baseline TIFF header declaring ``width x height`` 8-bit gray, one short strip."""
+    import struct
+
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, typ, cnt) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+        for tag, typ, cnt, val in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0" * 16
+
+
+@pytest.mark.parametrize("ext, make", [(".png", _huge_png), (".jpg", _huge_jpeg)])
+def test_image_above_decoder_limit_is_one_line_error(tmp_path, ext, make):
+    path = tmp_path / f"huge{ext}"
+    path.write_bytes(make())
+    assert pio.image_header_size(path.read_bytes()) == (60000, 60000)
+    with pytest.raises(FusionInputError, match=r"image of 60000x60000 exceeds the decoder limit") as e:
+        read_image(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_tiff_above_decoder_limit_is_one_line_error(tmp_path):
+    """TIFF is left to OpenCV; its refusal (an assertion) still comes back as one FusionInputError line."""
+    path = tmp_path / "huge.tif"
+    path.write_bytes(_huge_tiff())
+    with pytest.raises(FusionInputError) as e:
+        read_image(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_decoder_limit_follows_the_constant(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "s.png", rgb(20, 24))
+    assert pio.image_header_size(path.read_bytes()) == (24, 20)
+    monkeypatch.setattr(pio, "MAX_IMAGE_PIXELS", 24 * 20 - 1)
+    with pytest.raises(FusionInputError, match=r"image of 24x20 exceeds the decoder limit \(479 pixels"):
+        read_image(path)
+    monkeypatch.setattr(pio, "MAX_IMAGE_PIXELS", 24 * 20)
+    assert read_image(path).shape == (20, 24, 3)
+
+
+def test_jpeg_header_size_is_read(tmp_path):
+    ok, buf = cv2.imencode(".jpg", rgb(33, 47))
+    assert pio.image_header_size(buf.tobytes()) == (47, 33)
+    assert pio.image_header_size(b"GIF89a....") is None
