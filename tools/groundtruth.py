@@ -3,7 +3,11 @@
 several radii, random smooth focus regions with hard or soft edges; pyfusion.synthetic), fused by each method and
 scored against the sharp photo (PSNR, SSIM), beside each source alone.
 
-    python tools/groundtruth.py --methods cnn,dwt,wavelet-cnn --count 40 --out docs/groundtruth.md
+    python tools/groundtruth.py --methods "cnn;dwt;wavelet-cnn" --count 40 --out docs/groundtruth.md
+    python tools/groundtruth.py --methods "wavelet-cnn;wavelet-cnn:levels=2;wavelet-cnn:levels=2,deep=net"
+
+A method may carry options after a colon (``NAME:key=value,key=value``; numbers are parsed), so variants of
+one method can be compared.
 
 Writes a markdown table (means overall and per blur radius) to --out and every per-pair number to --json.
 """
@@ -23,10 +27,26 @@ from pyfusion.io import write_atomic
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def parse_method(spec: str) -> dict:
+    """``"NAME:key=value,..."`` -> ``{"method": NAME, key: value, ...}`` (ints and floats parsed)."""
+    name, _, opts = spec.partition(":")
+    out = {"method": name}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"), help="sharp photos")
-    ap.add_argument("--methods", default="cnn,dwt,wavelet-cnn", help="comma-separated methods")
+    ap.add_argument("--methods", default="cnn;dwt;wavelet-cnn", help="semicolon-separated methods[:options]")
     ap.add_argument("--count", type=int, default=40, help="pairs (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
     ap.add_argument("--out", help="markdown table to write")
@@ -36,7 +56,7 @@ def main(argv=None):
     if not photos:
         print(f"groundtruth: error: no photos in {args.photos}", file=sys.stderr)
         return 2
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(";") if m]
     rows = []
     for p in tqdm(synthetic.benchmark_pairs(photos, count=args.count, seed=args.seed), total=args.count,
                   desc="pairs", unit="pair"):
@@ -44,7 +64,7 @@ def main(argv=None):
                "source A": synthetic.scores(p.a, p.sharp), "source B": synthetic.scores(p.b, p.sharp)}
         for m in methods:
             t0 = time.perf_counter()
-            fused = pyfusion.fuse([p.a, p.b], method=m).fused
+            fused = pyfusion.fuse([p.a, p.b], **parse_method(m)).fused
             row[m] = {**synthetic.scores(fused, p.sharp), "seconds": time.perf_counter() - t0}
         rows.append(row)
     cols = ["source A", "source B", *methods]
