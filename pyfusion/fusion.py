@@ -38,6 +38,8 @@ class FusionResult:
         Seconds per stage of the method, plus ``"total"``.
     method : str
         The method that made it.
+    alignment : pyfusion.align.AlignReport or None
+        With ``fuse(..., align=...)``: the transforms, correlations, crop box and skipped frames.
 
     References
     ----------
@@ -49,6 +51,7 @@ class FusionResult:
     maps: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     method: str = "cnn"
+    alignment: object = None
 
     def __getattr__(self, name):
         maps = self.__dict__.get("maps", {})
@@ -63,7 +66,7 @@ def _method(name: str):
     return importlib.import_module(f"pyfusion.methods.{METHODS[name]}")
 
 
-def fuse(images, *, method: str = "cnn", **options) -> FusionResult:
+def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult:
     """Fuse two or more multi-focus images.
 
     Parameters
@@ -76,6 +79,12 @@ def fuse(images, *, method: str = "cnn", **options) -> FusionResult:
         ``"cnn"`` (default): the siamese CNN of Liu et al. 2017 (:mod:`pyfusion.methods.cnn`);
         ``"wavelet-cnn"``: wavelet-domain CNN fusion (:mod:`pyfusion.methods.wavelet_cnn`);
         ``"dwt"``: the survey's DWT baseline (:mod:`pyfusion.methods.dwt`).
+    align : bool or dict, optional
+        Register the sources to the middle one first (:func:`pyfusion.align.align`: ECC on a pyramid, affine,
+        cropped to the region every source covers); a dict gives :func:`~pyfusion.align.align`'s options (e.g.
+        ``{"motion": "homography", "on_failure": "skip", "fill": True}``). The report is
+        ``FusionResult.alignment``; the fused image then has the crop's size. Default ``False``: the sources must
+        already be registered.
     **options
         The method's keyword options. ``cnn``: ``model`` (registered name or weights file), ``backend``
         (:data:`pyfusion.backends.BACKENDS`), ``threads`` (default ``$PYFUSION_THREADS`` or every core),
@@ -113,6 +122,16 @@ def fuse(images, *, method: str = "cnn", **options) -> FusionResult:
     names = [str(x) if isinstance(x, (str, os.PathLike)) else f"image {k + 1}" for k, x in enumerate(items)]
     arrays = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
     arrays = validate_images(arrays, names=names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
+    report, t_align = None, {}
+    if align:
+        from pyfusion.align import align as _align
+
+        t0 = time.perf_counter()
+        align_opts = dict(align) if isinstance(align, dict) else {}
+        align_opts.setdefault("threads", options.get("threads"))
+        arrays, report = _align(arrays, names=names, **align_opts)
+        arrays = validate_images(arrays, names=report.names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
+        t_align = {"align": time.perf_counter() - t0}
     fused, maps, timings = impl.fuse(arrays, **options)
-    timings = {**timings, "total": time.perf_counter() - t_start}
-    return FusionResult(fused=fused, maps=dict(maps or {}), timings=timings, method=method)
+    timings = {**t_align, **timings, "total": time.perf_counter() - t_start}
+    return FusionResult(fused=fused, maps=dict(maps or {}), timings=timings, method=method, alignment=report)

@@ -1,0 +1,354 @@
+"""Register the frames of a hand-held focus stack to one reference frame before fusion.
+
+Each frame is registered to the reference (the middle frame by default) with OpenCV's ECC
+(:func:`cv2.findTransformECC`, Evangelidis & Psarakis 2008) on Gaussian pyramids of the grayscale images
+(:func:`pyfusion.io.to_gray`, float32), coarsest level first: the estimate of one level, scaled by two, starts
+the next. ECC maximises the enhanced correlation coefficient, so the exposure may differ between frames, and
+defocus (a zero-phase blur) does not bias it. The motion is affine (default: shift, rotation, scale for focus
+breathing, shear) or a homography.
+
+Conventions
+-----------
+* ``transforms[name]`` maps a pixel ``(x, y)`` of the reference (= of the aligned output before cropping) to
+  the frame's own pixel: ``[u, v] = A @ [x, y, 1]`` (affine, 2x3) or ``[u, v, w] = H @ [x, y, 1]``, divided by
+  ``w`` (homography, 3x3); pixel centres at integer coordinates. The aligned frame is ``frame(transform(x))``,
+  sampled with ``INTER_LINEAR`` (:func:`cv2.warpAffine` / :func:`cv2.warpPerspective` with
+  ``WARP_INVERSE_MAP``) in the frame's own dtype.
+* Crop (``fill=False``, default): the output is cut to the axis-aligned rectangle every frame covers. The
+  covered set is computed per pixel (a reference pixel is covered by a frame when its transform lands inside
+  the frame, ``0 <= u <= W-1``, ``0 <= v <= H-1``); the rectangle is found greedily, conservatively: start
+  from the whole image and move in, one pixel at a time, the side whose edge row/column has the most uncovered
+  pixels, until no uncovered pixel is left inside. For the near-identity motions of a focus stack (the
+  intersection is a convex polygon close to the frame) this loses at most a pixel or two against the largest
+  rectangle, and never includes an uncovered pixel. ``report.crop = (x, y, width, height)``.
+* Fill (``fill=True``): the frames keep the reference's size; pixels a frame does not cover are filled by
+  replicating its nearest edge pixel (``BORDER_REPLICATE``); ``report.crop`` still gives the fully covered
+  rectangle and ``report.filled`` the fraction of pixels filled in at least one frame.
+* Failure: ECC raising (it did not converge), a correlation below ``min_correlation``, or an implausible
+  transform (a corner moved by more than ``max_motion`` of the shorter side) fails the frame, named in the
+  message. ``on_failure="stop"`` (default) raises :class:`pyfusion.io.FusionInputError`; ``"skip"`` leaves
+  the frame out and records it in ``report.skipped`` (name -> reason).
+
+References
+----------
+.. [1] G. D. Evangelidis, E. Z. Psarakis, "Parametric image alignment using enhanced correlation coefficient
+   maximization", IEEE TPAMI 30(10) (2008) 1858-1865.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from pyfusion.io import FusionInputError, to_gray
+
+__all__ = ["AlignReport", "align", "map_points", "MOTIONS"]
+
+#: Motion models: name -> OpenCV motion type.
+MOTIONS = {"affine": cv2.MOTION_AFFINE, "homography": cv2.MOTION_HOMOGRAPHY}
+
+#: Default smallest correlation (ECC) a registered frame must reach against the reference.
+MIN_CORRELATION = 0.5
+
+
+@dataclass
+class AlignReport:
+    """What :func:`align` did (module docstring for the conventions).
+
+    Attributes
+    ----------
+    reference : str
+        Name of the reference frame.
+    motion : str
+        ``"affine"`` or ``"homography"``.
+    names : list of str
+        The frames kept, in input order (the reference included).
+    transforms : dict of str to numpy.ndarray
+        Reference pixel -> frame pixel, 2x3 (affine) or 3x3 (homography) float64; identity for the reference.
+    correlations : dict of str to float
+        ECC correlation coefficient of each registered frame at the finest level (1.0 for the reference).
+    crop : tuple of int
+        ``(x, y, width, height)`` of the rectangle every kept frame covers, in reference pixels.
+    filled : float or None
+        With ``fill=True``: the fraction of output pixels filled in at least one frame; else ``None``.
+    skipped : dict of str to str
+        Frames left out (``on_failure="skip"``) and why.
+    levels : int
+        Pyramid levels used.
+    """
+
+    reference: str
+    motion: str
+    names: list = field(default_factory=list)
+    transforms: dict = field(default_factory=dict)
+    correlations: dict = field(default_factory=dict)
+    crop: tuple = (0, 0, 0, 0)
+    filled: float | None = None
+    skipped: dict = field(default_factory=dict)
+    levels: int = 1
+
+
+def map_points(transform: np.ndarray, points) -> np.ndarray:
+    """Apply a 2x3 affine or 3x3 homography to ``(N, 2)`` points ``(x, y)``; returns ``(N, 2)`` float64."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    t = np.asarray(transform, dtype=np.float64)
+    q = p @ t[:, :2].T + t[:, 2]
+    if t.shape[0] == 3:
+        q = q[:, :2] / q[:, 2:3]
+    return q
+
+
+@contextlib.contextmanager
+def _cv2_threads(n):
+    if n is None:
+        yield
+        return
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(int(n))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old)
+
+
+def _pyramid(gray: np.ndarray, levels: int) -> list[np.ndarray]:
+    pyr = [gray]
+    for _ in range(levels - 1):
+        pyr.append(cv2.pyrDown(pyr[-1]))
+    return pyr
+
+
+def _auto_levels(shape, min_side: int = 48, max_levels: int = 6) -> int:
+    levels, side = 1, min(shape[:2])
+    while levels < max_levels and side // 2 >= min_side:
+        side //= 2
+        levels += 1
+    return levels
+
+
+def _upscale(warp: np.ndarray) -> np.ndarray:
+    """The warp of one pyramid level expressed at the next finer one (coordinates x2: pyrDown keeps pixel 2x
+    at x)."""
+    w = warp.copy()
+    w[0, 2] *= 2
+    w[1, 2] *= 2
+    if w.shape[0] == 3:
+        w[2, 0] /= 2
+        w[2, 1] /= 2
+    return w
+
+
+def _register(ref_pyr, frame_pyr, motion: str, *, iterations: int, eps: float, gauss: int, gauss_fine: int):
+    """ECC from the coarsest level to the finest; returns (warp float64, correlation). Raises cv2.error."""
+    mtype = MOTIONS[motion]
+    warp = np.eye(2 if motion == "affine" else 3, 3, dtype=np.float32)
+    levels = len(ref_pyr)
+    cc = float("nan")
+    for level in range(levels - 1, -1, -1):
+        if level < levels - 1:
+            warp = _upscale(warp)
+        finest = level == 0
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps if finest else eps * 10)
+        cc, warp = cv2.findTransformECC(ref_pyr[level], frame_pyr[level], warp, mtype, criteria, None,
+                                        gauss_fine if finest else gauss)
+    return warp.astype(np.float64), float(cc)
+
+
+def _warp(img: np.ndarray, transform: np.ndarray, size, border) -> np.ndarray:
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    src = np.ascontiguousarray(img)
+    if transform.shape[0] == 2:
+        out = cv2.warpAffine(src, transform, size, flags=flags, borderMode=border)
+    else:
+        out = cv2.warpPerspective(src, transform, size, flags=flags, borderMode=border)
+    if img.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def _coverage(transform: np.ndarray, shape) -> np.ndarray:
+    """Boolean map of reference pixels whose transform lands inside a frame of ``shape`` (H, W)."""
+    h, w = shape
+    t = np.asarray(transform, dtype=np.float64)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    u = t[0, 0] * xs + t[0, 1] * ys + t[0, 2]
+    v = t[1, 0] * xs + t[1, 1] * ys + t[1, 2]
+    if t.shape[0] == 3:
+        d = t[2, 0] * xs + t[2, 1] * ys + t[2, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u, v = u / d, v / d
+        ok = d > 0
+    else:
+        ok = True
+    tol = 1e-6
+    return ok & (u >= -tol) & (u <= w - 1 + tol) & (v >= -tol) & (v <= h - 1 + tol)
+
+
+def covered_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(x, y, width, height)`` of an axis-aligned rectangle holding only True pixels of ``mask``: the greedy,
+    conservative method of the module docstring (move in the side with most uncovered pixels). ``(0, 0, 0, 0)``
+    when nothing is covered."""
+    bad = ~np.asarray(mask, dtype=bool)
+    # cumulative sums make each edge count O(1)
+    rows = np.cumsum(np.pad(bad, ((0, 0), (1, 0))).astype(np.int64), axis=1)   # rows[y, x] = bad[y, :x].sum()
+    cols = np.cumsum(np.pad(bad, ((1, 0), (0, 0))).astype(np.int64), axis=0)   # cols[y, x] = bad[:y, x].sum()
+    y0, y1, x0, x1 = 0, bad.shape[0], 0, bad.shape[1]          # half-open
+    while y0 < y1 and x0 < x1:
+        top = rows[y0, x1] - rows[y0, x0]
+        bottom = rows[y1 - 1, x1] - rows[y1 - 1, x0]
+        left = cols[y1, x0] - cols[y0, x0]
+        right = cols[y1, x1 - 1] - cols[y0, x1 - 1]
+        worst = max(top, bottom, left, right)
+        if worst == 0:
+            # the edges are clean; the interior of a convex region is too, but check (non-convex masks)
+            if not bad[y0:y1, x0:x1].any():
+                return x0, y0, x1 - x0, y1 - y0
+            worst_side = None
+        else:
+            worst_side = [top, bottom, left, right].index(worst)
+        if worst_side is None:  # interior hole: shrink the longer side from its nearer end to the hole
+            ys, xs = np.nonzero(bad[y0:y1, x0:x1])
+            if y1 - y0 >= x1 - x0:
+                worst_side = 0 if ys.min() < (y1 - y0) - 1 - ys.max() else 1
+            else:
+                worst_side = 2 if xs.min() < (x1 - x0) - 1 - xs.max() else 3
+        if worst_side == 0:
+            y0 += 1
+        elif worst_side == 1:
+            y1 -= 1
+        elif worst_side == 2:
+            x0 += 1
+        else:
+            x1 -= 1
+    return 0, 0, 0, 0
+
+
+def _check_plausible(transform: np.ndarray, shape, max_motion: float) -> str | None:
+    h, w = shape
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+    moved = map_points(transform, corners)
+    if not np.all(np.isfinite(moved)):
+        return "degenerate transform"
+    d = float(np.abs(moved - corners).max())
+    if d > max_motion * min(h, w):
+        return f"implausible transform (a corner moves {d:.0f} px, more than {max_motion:g} of the shorter side)"
+    return None
+
+
+def align(images, *, names=None, reference: int | None = None, motion: str = "affine", levels: int | None = None,
+          iterations: int = 100, eps: float = 1e-6, gauss_size: int = 5, gauss_fine: int = 1, min_correlation: float = MIN_CORRELATION,
+          max_motion: float = 0.25, fill: bool = False, on_failure: str = "stop", threads: int | None = None):
+    """Register every frame to a reference with ECC on a pyramid; warp; crop to the common region (or fill).
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Two or more frames of one shape and dtype (as :func:`pyfusion.io.validate_images` passes them).
+    names : sequence of str, optional
+        Frame names for the report and error messages (default ``image 1``, ...).
+    reference : int, optional
+        Index of the reference frame (default: the middle one, ``len(images) // 2``).
+    motion : {"affine", "homography"}
+    levels : int, optional
+        Pyramid levels (default: halve until the shorter side would drop below 48 px, at most 6).
+    iterations, eps : optional
+        ECC stopping rule per level (``eps`` at the finest level, ``10 * eps`` above it).
+    gauss_size : int, optional
+        Gaussian pre-filter of ECC (odd; OpenCV's default 5).
+    min_correlation : float, optional
+        A registered frame whose final correlation is below this fails (default 0.5).
+    max_motion : float, optional
+        A transform moving an image corner by more than this fraction of the shorter side fails (default 0.25).
+    fill : bool, optional
+        Keep the full size and fill uncovered pixels (edge replication) instead of cropping.
+    on_failure : {"stop", "skip"}
+        A frame that fails: raise :class:`~pyfusion.io.FusionInputError` naming it (default) or leave it out.
+    threads : int, optional
+        OpenCV threads during the alignment (restored afterwards); default: OpenCV's setting.
+
+    Returns
+    -------
+    aligned : list of numpy.ndarray
+        The kept frames, registered to the reference, same dtype and channels, cropped to ``report.crop``
+        unless ``fill``.
+    report : AlignReport
+
+    Raises
+    ------
+    FusionInputError
+        A frame that fails with ``on_failure="stop"``; fewer than two frames left; no common region.
+    """
+    frames = list(images)
+    n = len(frames)
+    if n < 2:
+        raise FusionInputError(f"need at least two frames to align, got {n}")
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
+    if on_failure not in ("stop", "skip"):
+        raise ValueError(f"on_failure must be 'stop' or 'skip', got {on_failure!r}")
+    names = [str(x) for x in names] if names is not None else [f"image {k + 1}" for k in range(n)]
+    ref = n // 2 if reference is None else int(reference)
+    if not 0 <= ref < n:
+        raise ValueError(f"reference {ref} out of range for {n} frames")
+    shape = frames[ref].shape[:2]
+    h, w = shape
+    nlev = _auto_levels(shape) if levels is None else max(1, int(levels))
+    report = AlignReport(reference=names[ref], motion=motion, levels=nlev)
+    identity = np.eye(2 if motion == "affine" else 3, 3)
+
+    with _cv2_threads(threads):
+        ref_pyr = _pyramid(to_gray(frames[ref]).astype(np.float32), nlev)
+        kept = []
+        for k, (name, frame) in enumerate(zip(names, frames)):
+            if k == ref:
+                kept.append(k)
+                report.transforms[name] = identity.copy()
+                report.correlations[name] = 1.0
+                continue
+            reason = None
+            try:
+                warp, cc = _register(ref_pyr, _pyramid(to_gray(frame).astype(np.float32), nlev), motion,
+                                     iterations=iterations, eps=eps, gauss=gauss_size,
+                                     gauss_fine=gauss_fine)
+            except cv2.error as e:
+                msg = " ".join(str(e).split())
+                reason = "ECC did not converge" + (" (images uncorrelated or not overlapping)"
+                                                   if "converge" in msg or "uncorrelated" in msg else f" ({msg})")
+                warp, cc = None, float("nan")
+            if reason is None and not cc >= min_correlation:
+                reason = f"correlation {cc:.3f} below {min_correlation:g}"
+            if reason is None:
+                reason = _check_plausible(warp, shape, max_motion)
+            if reason is not None:
+                if on_failure == "stop":
+                    raise FusionInputError(f"{name}: cannot align to {names[ref]}: {reason}")
+                report.skipped[name] = reason
+                continue
+            kept.append(k)
+            report.transforms[name] = warp
+            report.correlations[name] = cc
+        if len(kept) < 2:
+            raise FusionInputError(f"alignment left fewer than two frames ({', '.join(report.skipped)} "
+                                   f"could not be aligned to {names[ref]})")
+        report.names = [names[k] for k in kept]
+
+        covered = np.ones(shape, bool)
+        for k in kept:
+            if k != ref:
+                covered &= _coverage(report.transforms[names[k]], shape)
+        report.crop = covered_rectangle(covered)
+        x, y, cw, ch = report.crop
+        if not fill and (cw == 0 or ch == 0):
+            raise FusionInputError(f"the aligned frames have no region in common with {names[ref]}")
+        border = cv2.BORDER_REPLICATE if fill else cv2.BORDER_CONSTANT
+        aligned = []
+        for k in kept:
+            out = frames[k] if k == ref else _warp(frames[k], report.transforms[names[k]], (w, h), border)
+            if not fill:
+                out = out[y:y + ch, x:x + cw]
+            aligned.append(np.ascontiguousarray(out))
+        if fill:
+            report.filled = float(1.0 - covered.mean())
+    return aligned, report
