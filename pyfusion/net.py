@@ -18,7 +18,7 @@ import numpy as np
 from . import backends, models, tiling
 from .util import threads as resolve_threads
 
-__all__ = ["score_map"]
+__all__ = ["score_map", "frame_scores", "frame_backends"]
 
 
 def _as_hwc(x, name: str) -> np.ndarray:
@@ -80,6 +80,77 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
     run = be.runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
     try:
         return tiling.tiled_scores(a, b, run, tile, model=m, backend=be, progress=progress)
+    finally:
+        if hasattr(be, "release"):
+            be.release()
+
+
+def frame_backends() -> tuple[str, ...]:
+    """The backends that compute per-frame scores (:func:`frame_scores`): those with a ``frame_runner``."""
+    return tuple(name for name in backends.BACKENDS if hasattr(backends.get(name), "frame_runner"))
+
+
+def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None, tile=None,
+                 progress=False) -> np.ndarray:
+    """Per-frame focus score of one source: the folded head's antisymmetric part, one trunk pass.
+
+    The shipped nets' head is linear (fc1 and fc2 without a nonlinearity between them, folded into one K x K
+    convolution over the concatenated conv3 maps of both sources, :mod:`pyfusion.onnx_export`), so the pair's
+    pre-sigmoid score is ``logit(a, b) = u(a) + v(b) + bias`` where ``u`` and ``v`` are the head's source-A and
+    source-B halves applied to each source's conv3 map. ``s = (u - v) / 2`` of a frame then satisfies
+    ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))`` at every patch: a per-frame focus score (higher: sharper) that
+    ranks any number of frames with one trunk pass each.
+
+    Parameters
+    ----------
+    img : ndarray (H, W) or (H, W, C)
+        One source as the net sees it (as ``a`` of :func:`score_map`).
+    model, threads, max_memory, tile, progress
+        As :func:`score_map` (tiles are exact: bit-identical to the whole image with the winograd backend).
+    backend : str, optional
+        A backend of :func:`frame_backends` (today ``"winograd"``). Default: the default backend
+        (:func:`pyfusion.backends.default_backend`) when it computes frame scores, else ``"winograd"``.
+
+    Returns
+    -------
+    ndarray, float32
+        The score map's shape (:func:`score_map` of ``(img, img)``), pre-sigmoid, without the head's bias (it
+        cancels in every difference).
+
+    Raises
+    ------
+    NotImplementedError
+        The backend (``onnx``, ``caffe``) has no per-frame path, or none of :func:`frame_backends` can run here.
+    """
+    m, caffemodel, onnx = models.resolve(model)
+    x = _as_hwc(img, "img")
+    if x.shape[2] != m.in_channels:
+        raise ValueError(f"model {m.name} takes {m.in_channels} channel(s) per source, got {x.shape[2]}")
+    h, w = x.shape[:2]
+    m.score_shape(h, w)
+    supported = frame_backends()
+    if backend is None:
+        name = backends.default_backend(model)
+        if name not in supported:
+            usable = [b for b in supported if backends.get(b).available()]
+            if not usable:
+                raise NotImplementedError(f"per-frame scores need one of the backends {', '.join(supported)}, and "
+                                          f"none can run here (the default backend {name!r} has no per-frame path)")
+            name = usable[0]
+    else:
+        name = backend
+    be = backends.get(name)
+    if name not in supported:
+        raise NotImplementedError(f"backend {name!r} has no per-frame score path (frame_scores); use "
+                                  f"{' or '.join(repr(b) for b in supported)}, or fuse in series (series=True)")
+    if tile is None:
+        budget = tiling.default_max_memory() if max_memory is None else int(max_memory)
+        tile = tiling.choose_tile(h, w, model=m, backend=be, max_memory=budget)
+    run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads))
+    try:
+        # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
+        return tiling.tiled_scores(x, x, lambda a_tile, _b_tile: run(a_tile), tile, model=m, backend=be,
+                                   progress=progress)
     finally:
         if hasattr(be, "release"):
             be.release()

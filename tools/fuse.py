@@ -3,11 +3,16 @@
 
     python tools/fuse.py A B [C ...] -o fused.png [--method cnn|...] [--maps DIR] [--model NAME|PATH]
                          [--backend NAME] [--threads N] [--max-memory GB] [--region-ratio R] [--gf-radius R]
-                         [--gf-eps E] [--threshold T] [--force] [-v]
+                         [--gf-eps E] [--threshold T] [--series] [--depth PATH] [--force] [-v]
 
-cnn: three or more sources are fused in series in the order given: ((A + B) + C) + ...
+cnn: three or more sources are fused in one pass (one network pass per frame, pyfusion.methods.stack); with
+--series in series in the order given, as in the paper: ((A + B) + C) + ...
 With --maps DIR the method's maps are written as 8-bit PNGs (cnn, of the first pair: score.png (one pixel per
-patch), focus.png, binary.png, cleaned.png, decision.png). User errors (missing, unreadable or mismatched
+patch), focus.png, binary.png, cleaned.png, decision.png; one pass: label.png, depth.png, frame indices spread
+over 0..255). With --depth PATH (cnn) the depth map (the index of the frame each pixel comes from, after the
+small-region removal) is written as a colour-mapped PNG (viridis, first frame dark, last bright) and as the raw
+index, 16-bit, in PATH with the suffix _index.png; two sources: from the pairwise cleaned map (0 = the first
+source); not with --series on three or more sources. User errors (missing, unreadable or mismatched
 inputs, an option the method does not take, an existing output without --force) print one line
 ``fuse: error: ...`` and exit with status 2.
 
@@ -33,7 +38,7 @@ PROG = "fuse"
 #: Method options of the command line: (option, keyword of the method's fuse()).
 METHOD_OPTIONS = (("--model", "model"), ("--backend", "backend"), ("--threads", "threads"),
                   ("--max-memory", "max_memory"), ("--region-ratio", "region_ratio"), ("--gf-radius", "gf_radius"),
-                  ("--gf-eps", "gf_eps"), ("--threshold", "threshold"))
+                  ("--gf-eps", "gf_eps"), ("--threshold", "threshold"), ("--series", "series"))
 
 
 class UserError(Exception):
@@ -65,6 +70,12 @@ def parse_args(argv=None):
     p.add_argument("--gf-eps", type=float, metavar="E", help=f"guided filter eps, images in [0, 1] (default {GF_EPS})")
     p.add_argument("--threshold", type=float, metavar="T",
                    help=f"focus map threshold, focus > T takes the first source (default {THRESHOLD})")
+    p.add_argument("--series", action="store_const", const=True, default=None,
+                   help="cnn: fuse three or more sources in series, as in the paper ((A + B) + C ...), instead of "
+                   "in one pass")
+    p.add_argument("--depth", type=Path, metavar="PATH",
+                   help="cnn: also write the depth map (frame index per pixel) as a colour-mapped PNG, and the raw "
+                   "index as a 16-bit PNG in PATH with the suffix _index.png")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("-v", "--verbose", action="store_true", help="print the configuration and per-stage timings")
     args = p.parse_args(argv)
@@ -106,8 +117,35 @@ def _map_file(maps_dir: Path, name: str) -> Path:
     return maps_dir / f"{name.removesuffix('_map')}.png"
 
 
+def _depth_files(path: Path) -> tuple[Path, Path]:
+    """The colour-mapped depth PNG and its raw 16-bit index PNG (``PATH`` with the suffix ``_index.png``)."""
+    return path, path.with_name(f"{path.stem}_index.png")
+
+
+def depth_pictures(depth, n: int):
+    """``(colour, index)``: an RGB uint8 picture of a depth map (viridis over the frame indices ``0 .. n - 1``
+    spread over 0..255) and the raw index as uint16."""
+    import cv2
+    import numpy as np
+
+    index = np.asarray(depth).astype(np.uint16)
+    spread = np.floor(index.astype(np.float64) * 255.0 / max(n - 1, 1) + 0.5).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(spread, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    return colour, index
+
+
+def _label_map_to_uint8(m, n: int):
+    import numpy as np
+
+    return np.floor(np.asarray(m, np.float64) * 255.0 / max(n - 1, 1) + 0.5).astype(np.uint8)
+
+
 def _check_outputs(args, map_names=()) -> list[Path]:
     outs = [args.output]
+    if args.depth is not None:
+        outs += list(_depth_files(args.depth))
+        if not args.depth.parent.is_dir() and str(args.depth.parent):
+            raise UserError(f"--depth {args.depth}: directory {args.depth.parent} does not exist")
     if args.maps is not None:
         if args.maps.exists() and not args.maps.is_dir():
             raise UserError(f"--maps {args.maps}: exists and is not a directory")
@@ -130,6 +168,14 @@ def run(args) -> int:
         if args.model not in models.MODELS and not Path(args.model).is_file():
             raise UserError(f"--model {args.model}: neither a registered model ({', '.join(models.MODELS)}) nor a file")
     opts = method_options(args)
+    if args.depth is not None:
+        if args.method != "cnn":
+            raise UserError(f"--depth does not apply to --method {args.method}")
+        if args.series and len(args.sources) > 2:
+            raise UserError("--depth needs the one-pass method: fusing three or more sources in series (--series) "
+                            "makes no depth map")
+        if args.depth.suffix.lower() != ".png":
+            raise UserError(f"--depth {args.depth}: must be a .png file")
     images = [read_image(path) for path in args.sources]
     validate_images(images, names=args.sources, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
     if args.verbose:
@@ -150,11 +196,22 @@ def run(args) -> int:
     if args.maps is not None:
         args.maps.mkdir(parents=True, exist_ok=True)
         for name, m in result.maps.items():
-            write_image(_map_file(args.maps, name), map_to_uint8(m), force=args.force)
+            picture = _label_map_to_uint8(m, len(images)) if name in ("label_map", "depth_map") else map_to_uint8(m)
+            write_image(_map_file(args.maps, name), picture, force=args.force)
+    if args.depth is not None:
+        import numpy as np
+
+        depth = result.maps.get("depth_map")
+        if depth is None:  # two sources, pairwise: the cleaned map is 1 where the first source is taken
+            depth = (np.asarray(result.maps["cleaned_map"]) == 0).astype(np.int32)
+        colour, index = depth_pictures(depth, len(images))
+        path, index_path = _depth_files(args.depth)
+        write_image(path, colour, force=args.force)
+        write_image(index_path, index, force=args.force)
     if args.verbose:
         for stage, sec in result.timings.items():
             print(f"time {stage:<13}: {sec:.3f} s")
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output}" + (f", depth map {args.depth}" if args.depth is not None else ""))
     return 0
 
 

@@ -11,6 +11,7 @@
  *   conv3_taps      conv3 -> the head's 1x1 tap products, per block of tiles (the conv3 map is never stored)
  *   gemm_packed     C (+)= A B with B packed in 16-column panels (the head's 512 -> K*K tap products)
  *   head_sum        score(i, j) = sigmoid(bias + sum over the K*K taps (u, v) of taps[i + u, j + v, K u + v])
+ *   head_sum_linear the same sum without the sigmoid (pyfusion.net.frame_scores: one frame's pre-sigmoid score)
  *
  * Each output value is computed by one thread in a fixed order, so results do not depend on the thread count.
  *
@@ -206,6 +207,12 @@ int conv3_taps(const float *in, int H, int W, int Cin, int Cout, const float *U,
 void head_sum(const float *taps, int h, int w, int K, float bias, float *score, int nthreads)
 {
     PICK(head_sum)(taps, h, w, K, bias, score, nthreads);
+}
+
+/* score[i][j] = bias + sum_{u,v < K} taps[(i + u) * w + j + v][u * K + v]: head_sum without the sigmoid. */
+void head_sum_linear(const float *taps, int h, int w, int K, float bias, float *score, int nthreads)
+{
+    PICK(head_sum_linear)(taps, h, w, K, bias, score, nthreads);
 }
 
 /* An importable (empty) module, so that setuptools builds it and importlib finds the file for ctypes. */
@@ -532,6 +539,22 @@ static void V(head_sum)(const float *taps, int h, int w, int K, float bias, floa
             }
             s += bias; /* exact for a bias of 0 (and sigmoid(-0) = sigmoid(+0)) */
             score[(long)i * sw + j] = 1.0f / (1.0f + expf(-s));
+        }
+}
+
+/* The same sums as head_sum, in the same order, without the sigmoid: the pre-sigmoid score. */
+static void V(head_sum_linear)(const float *taps, int h, int w, int K, float bias, float *score, int nthreads)
+{
+    int sh = h - K + 1, sw = w - K + 1, KK = K * K;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int i = 0; i < sh; i++)
+        for (int j = 0; j < sw; j++) {
+            float s = 0.0f;
+            for (int u = 0; u < K; u++) {
+                const float *row = taps + ((long)(i + u) * w + j) * KK + u * K;
+                for (int v = 0; v < K; v++) s += row[(long)v * KK + v];
+            }
+            score[(long)i * sw + j] = s + bias;
         }
 }
 

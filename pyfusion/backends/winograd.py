@@ -15,7 +15,11 @@ conv3 -> ReLU per source, then the folded KxK head and a sigmoid), computed by t
   input pixel (:func:`bytes_needed`);
 * the head as those tap products (source A's plus source B's) and a shifted sum of the K*K tap maps (K = 8 for
   16x16 patches, 4 for 8x8 patches; K*K a multiple of 16), plus the folded head's bias when the model has one
-  (``head_bias``), as in the ONNX model, then a sigmoid.
+  (``head_bias``), as in the ONNX model, then a sigmoid;
+* per-frame scores (:meth:`Net.frame_scores`, :func:`frame_runner`; :func:`pyfusion.net.frame_scores`): the same
+  trunk on one source, its conv3 output into the antisymmetric head ``(A - B) / 2`` (the halves of the folded
+  head), and the shifted sum without the sigmoid (``head_sum_linear``): the pre-sigmoid score
+  ``s = (u - v) / 2`` with ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))``, one trunk pass per frame.
 
 Images are float32 ``(H, W)`` (C0 = 1) or ``(H, W, C0)`` (channels last). The kernels are compiled for x86-64-v3
 (AVX2 + FMA) and for plain x86-64 and the variant this CPU runs is chosen when the library is loaded (:func:`isa`;
@@ -48,7 +52,7 @@ import numpy as np
 
 __all__ = ["available", "why_unavailable", "isa", "load_params", "transform_filter", "pack_panels", "Net",
            "bytes_needed", "BYTES_PER_PIXEL", "BASE_BYTES", "NAME", "GRID", "HALO_BEFORE", "exact_scores",
-           "peak_bytes", "runner"]
+           "peak_bytes", "runner", "frame_runner"]
 
 #: Peak bytes per input pixel of a tile of a grayscale (C0 = 1) pair: the pooled conv2 map (128 B/px) and the
 #: head's tap maps (64 B/px), both kept for the pair, and the two float32 sources (8 B/px) (measured: 99-192 B/px
@@ -108,6 +112,7 @@ def _load():
     lib.gemm_packed.argtypes = [i, i, i, p, p, p, i, i]
     lib.gemm_packed.restype = i
     lib.head_sum.argtypes = [p, i, i, i, f, p, i]
+    lib.head_sum_linear.argtypes = [p, i, i, i, f, p, i]
     return lib, None
 
 
@@ -218,6 +223,8 @@ class Net:
             raise ValueError(f"head_taps_w {taps.shape} does not fit conv3's {c3} channels")
         t = taps.reshape(self.kk, 2 * c3).T                               # (2*C3, K*K)
         self.head = [pack_panels(np.ascontiguousarray(t[:c3])), pack_panels(np.ascontiguousarray(t[c3:]))]
+        # the antisymmetric head (A - B)/2 of one frame (:meth:`frame_scores`), from the float32 halves in float64
+        self.head_frame = pack_panels((t[:c3].astype(np.float64) - t[c3:].astype(np.float64)) / 2)
         bias = np.asarray(params.get("head_bias", 0.0), np.float32)
         if bias.size != 1:
             raise ValueError(f"head_bias {bias.shape}: expected a scalar")
@@ -285,6 +292,31 @@ class Net:
         lib.head_sum(_ptr(taps), hp, wp, self.k, self.head_bias, _ptr(out), n)
         return out
 
+    def frame_scores(self, img: np.ndarray) -> np.ndarray:
+        """Per-frame focus score ``s = (u - v) / 2`` of one source ``img`` (H, W) or (H, W, C0): float32
+        ``(ceil(H/2) - K + 1, ceil(W/2) - K + 1)``, pre-sigmoid, without the head's bias.
+
+        The folded head is linear over the concatenated conv3 maps, so the pair's logit is ``u(a) + v(b) + bias``
+        with ``u``, ``v`` the head's A and B halves applied to each source's conv3 map; the head ``(A - B)/2`` on
+        one source gives ``s`` with ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))``. One trunk pass (the same
+        fused kernels as :meth:`__call__`, one source), then the head's sum without the sigmoid.
+        """
+        img = self._source(img, "img")
+        h, w, hp, wp = self._score_shape(img, img)
+        lib, n = self.lib, self.threads
+        (c1, c2, u2, b2), (_, c3, u3, b3) = self.convs
+        pooled = np.empty((hp, wp, c2), np.float32)
+        taps = np.empty((hp, wp, self.kk), np.float32)
+        if lib.conv12_pool(_ptr(img), h, w, self.in_channels, _ptr(self.w1), _ptr(self.b1), c1, c2, _ptr(u2),
+                           _ptr(b2), _ptr(pooled), n) or \
+           lib.conv3_taps(_ptr(pooled), hp, wp, c2, c3, _ptr(u3), _ptr(b3), _ptr(self.head_frame), self.kk, 0,
+                          _ptr(taps), n):
+            raise MemoryError("winograd backend: could not allocate its tile buffers")
+        del pooled
+        out = np.empty((hp - self.k + 1, wp - self.k + 1), np.float32)
+        lib.head_sum_linear(_ptr(taps), hp, wp, self.k, 0.0, _ptr(out), n)
+        return out
+
     def scores_unfused(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The score map layer by layer (:meth:`features`, then the head products): a check on the fused path."""
         a, b = self._source(a, "a"), self._source(b, "b")
@@ -349,3 +381,8 @@ def runner(model, caffemodel, onnx, *, threads: int, gpu=None):
         raise models.ModelError(f"{path}: conv1 takes {net.in_channels} channel(s) and the head is {net.k}x{net.k}; "
                                 f"model {model.name} has {model.in_channels} and {model.head}x{model.head}")
     return net
+
+
+def frame_runner(model, caffemodel, onnx, *, threads: int, gpu=None):
+    """``run(img)`` for one (H, W, C) float32 tile: its per-frame score (:meth:`Net.frame_scores`, pre-sigmoid)."""
+    return runner(model, caffemodel, onnx, threads=threads, gpu=gpu).frame_scores

@@ -13,9 +13,12 @@ Steps for one pair A, B (each one function):
 7. weighted average ``W A + (1 - W) B`` per channel (:func:`weighted_average`), rounded back to the input's bit
    depth (:func:`pyfusion.io.from_unit`).
 
-More than two sources are fused in series, as in the paper: F = fuse(fuse(fuse(I1, I2), I3), ...), each
-intermediate result rounded to the input's bit depth, exactly as if the two-source method were run again on
-its own output.
+More than two sources: by default in one pass (:mod:`pyfusion.methods.stack`: one trunk pass per frame, the
+per-frame scores of the linear head, an argmax label map, the depth map ``maps["depth_map"]``). With
+``series=True``, or when a pair score function ``score_fn`` is given (it cannot score single frames), in series
+as in the paper: F = fuse(fuse(fuse(I1, I2), I3), ...), each intermediate result rounded to the input's bit
+depth, exactly as if the two-source method were run again on its own output. ``series=False`` runs the one-pass
+method on two sources too.
 
 References
 ----------
@@ -144,12 +147,33 @@ def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, threads, timings, **st
 
 def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,
          score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
-         gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
+         gf_eps: float = GF_EPS, threshold: float = THRESHOLD, series: bool | None = None,
+         frame_fn: Callable | None = None):
     """The CNN method on validated sources (one shape and dtype); see :func:`pyfusion.fuse` for the options.
 
+    ``series``: None (default) fuses two sources pairwise and three or more in one pass
+    (:func:`pyfusion.methods.stack.fuse`), except with a pair ``score_fn`` (then in series); True: pairwise / in
+    series, the paper's way; False: one pass, for two sources too. ``frame_fn(gray) -> scores`` replaces the
+    net's per-frame scores of the one-pass method (as ``score_fn`` the pair scores).
+
     Returns ``(fused, maps, timings)``: the fused image in the sources' dtype, the maps of the first pair
-    (:data:`MAPS`) and seconds per stage (:data:`STAGES`, summed over the pairs).
+    (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
+    over the pairs).
     """
+    one_pass = (len(images) >= 3 and score_fn is None) if series is None else not series
+    if one_pass:
+        if score_fn is not None:
+            raise ValueError("score_fn scores pairs; the one-pass method (series=False) takes frame_fn")
+        if threshold != THRESHOLD:
+            raise ValueError("threshold applies to the pairwise method (series=True); the one-pass method takes "
+                             "the frame with the highest focus")
+        from pyfusion.methods import stack
+
+        return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads,
+                          max_memory=max_memory, progress=progress, region_ratio=region_ratio, gf_radius=gf_radius,
+                          gf_eps=gf_eps)
+    if frame_fn is not None:
+        raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
     if score_fn is None:
         score_fn = _net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
     elif model is not None or backend is not None or max_memory is not None:

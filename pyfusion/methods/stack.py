@@ -1,0 +1,253 @@
+"""N frames in one pass: the CNN method of [1]_ on a focus stack, one trunk pass per frame.
+
+The shipped net's head is linear (fc1 and fc2 without a nonlinearity between them; the ONNX twin folds them into
+one K x K convolution over the concatenated conv3 maps of both sources, then a sigmoid), so the pair's logit is
+``u(a) + v(b)`` and the antisymmetric part ``s = (u - v) / 2`` of each frame is a per-frame focus score:
+``logit(i, j) - logit(j, i) = 2 (s_i - s_j)`` (:func:`pyfusion.net.frame_scores`). Fusing N frames then needs
+the trunk once per frame instead of twice per extra frame, and no intermediate result is fused again (the
+series way ``((I1 + I2) + I3) + ...`` of [1]_ carries each step's errors and rounding forward).
+
+Steps (``method="cnn"`` with three or more sources, or ``series=False``; :func:`fuse`):
+
+1. each frame to [0, 1] and to grayscale (as the pairwise method);
+2. its score map ``s_i`` (``frame_fn``, default :func:`pyfusion.net.frame_scores`), one trunk pass;
+3. its focus map: the paper's patch averaging of ``s_i`` (:func:`pyfusion.focus.focus_map`);
+4. the label map: the frame with the largest focus value at each pixel (ties to the lower index), kept as a
+   running argmax (the float64 best focus value and the label), so no frame's maps outlive its turn;
+5. small-region removal on the label map (:func:`remove_small_label_regions`): for each label ``k = 0, 1, ...``
+   in turn, every 8-connected region of label ``k`` with fewer than ``ceil(ratio H W)`` pixels takes the label
+   that most of the pixels bordering it have (8-neighbours outside the region; ties to the lower label). The
+   first frame's regions go first, as the pairwise method removes source A's (the binary map's 1s) first: for
+   N = 2 it is exactly :func:`pyfusion.refine.remove_small_regions` (label 0 = source A). Afterwards every
+   region of every label has at least that many pixels (a refill only grows regions of other labels, and the
+   regions of a label already visited are large), unless one region covers the whole image;
+   the result is the depth map (``maps["depth_map"]``, the frame index of each pixel);
+6. one weight map per frame: the guided filter (r = 8, eps = 0.1) of the frame's one-hot mask of the depth map,
+   guided by the grayscale initial fusion (each pixel's gray value from the frame of its label), negatives
+   clipped to 0, then all weights normalised to sum 1 at each pixel. The guided filter is linear in its input,
+   so before the clipping the weights already sum to 1 (the filter of a constant 1); the clipping only removes
+   the overshoot next to strong edges of the guide. A frame no pixel is labelled with has weight 0 (skipped);
+7. the blend ``F = sum_i W_i I_i`` per channel, rounded to the sources' bit depth.
+
+Memory: the sources are the caller's arrays (read once each pass); besides them the method holds O(1) maps of
+full resolution whatever N: the running argmax (float64 best focus value + int32 label), the depth map, the
+guide, the weighted sum of the frames (float64, the sources' channels) and the sum of the weights, plus one
+frame's transient maps (its [0, 1] copy and grayscale, its score and focus maps, one guided-filter run). The
+trunk runs tiled under ``max_memory`` (:func:`pyfusion.net.frame_scores`). No frame's feature or focus maps are
+kept after its turn; each frame's [0, 1] and grayscale versions are recomputed in the passes that need them
+(three passes: labels; guide; weights and blend).
+
+N = 2 (forced with ``series=False``): the pairwise method thresholds the average of ``sigmoid(u_a + v_b)`` at
+0.5, this one compares the averages of ``s_a`` and ``s_b``, i.e. averages ``(logit(a, b) - logit(b, a)) / 2``
+and thresholds it at 0. Both agree where the net is antisymmetric (``logit(b, a) = -logit(a, b)``, what
+training on both orders aims at) and the patches agree; they differ where the averaged probabilities and the
+averaged logits fall on different sides (mixed patches near focus boundaries), and where the guided filter
+overshoots (the pairwise method does not clip its decision map). The removal and the guided filter are the same.
+
+References
+----------
+.. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural network",
+   Information Fusion 36 (2017) 191-207, Sec. 3.3 (last paragraph: more than two sources).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from pyfusion import models
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO
+from pyfusion.focus import focus_map
+from pyfusion.io import from_unit, to_gray, to_unit
+from pyfusion.refine import area_threshold, guided_filter
+
+__all__ = ["fuse", "remove_small_label_regions", "MAPS", "STAGES"]
+
+#: Keys of the timings besides ``"total"`` (the pairwise method's names: ``binary_map`` is the argmax here).
+STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map", "fused")
+#: The maps returned: the argmax label map before small-region removal and the depth map after it (int32 frame
+#: indices, 0 = the first source).
+MAPS = ("label_map", "depth_map")
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def remove_small_label_regions(labels: np.ndarray, *, area: int | None = None, ratio: float = REGION_RATIO,
+                               n_labels: int | None = None) -> np.ndarray:
+    """Small-region removal on a label map: regions with fewer than ``area`` pixels take their surroundings' label.
+
+    For each label ``k = 0 .. n_labels - 1`` in turn (on the map as updated by the earlier labels): every
+    8-connected region of label ``k`` with fewer than ``area`` pixels is refilled with the label most of its
+    border pixels have (the 8-neighbours of the region outside it; ties to the lower label). A region without
+    border pixels (the whole image) stays. For two labels this is :func:`pyfusion.refine.remove_small_regions` with
+    label 0 as the binary map's 1 (``bwareaopen`` of the 1s, then of the 0s).
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) of int
+        Labels ``0 .. n_labels - 1``.
+    area : int, optional
+        Area threshold in pixels; default :func:`pyfusion.refine.area_threshold` of the map's shape with ``ratio``.
+    ratio : float, optional
+        Default ``constants.REGION_RATIO`` = 0.01.
+    n_labels : int, optional
+        Default ``labels.max() + 1``.
+
+    Returns
+    -------
+    ndarray (H, W) int32
+        The cleaned label map (a new array).
+    """
+    out = np.array(labels, dtype=np.int32, copy=True)
+    if out.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {out.shape}")
+    if area is None:
+        area = area_threshold(out.shape, ratio=ratio)
+    if n_labels is None:
+        n_labels = int(out.max()) + 1 if out.size else 0
+    if area <= 1 or out.size == 0:
+        return out
+    h, w = out.shape
+    for k in range(n_labels):
+        comp, n = ndimage.label(out == k, structure=_EIGHT)
+        if n == 0:
+            continue
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        small = np.flatnonzero(sizes[1:] < area) + 1
+        if small.size == 0:
+            continue
+        boxes = ndimage.find_objects(comp)
+        fills = []
+        for c in small:
+            rs, cs = boxes[c - 1]
+            r0, r1 = max(rs.start - 1, 0), min(rs.stop + 1, h)
+            c0, c1 = max(cs.start - 1, 0), min(cs.stop + 1, w)
+            region = comp[r0:r1, c0:c1] == c
+            ring = ndimage.binary_dilation(region, structure=_EIGHT) & ~region
+            border = out[r0:r1, c0:c1][ring]
+            if border.size == 0:  # the region is the whole image
+                continue
+            fills.append((c, (r0, r1, c0, c1), region, int(np.argmax(np.bincount(border)))))
+        # the border pixels of a label-k region have other labels, which this pass does not change: refill at once
+        for _, (r0, r1, c0, c1), region, new in fills:
+            out[r0:r1, c0:c1][region] = new
+    return out
+
+
+def _check_scores(s, expected, k: int) -> np.ndarray:
+    s = np.asarray(s)
+    if s.shape != expected:
+        raise ValueError(f"frame {k + 1}: score map has shape {s.shape}, expected {expected}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"frame {k + 1}: score map contains non-finite values")
+    return s.astype(np.float64)
+
+
+def _net_frame_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+    from pyfusion import net  # imported lazily, as in the pairwise method
+
+    def score(gray):
+        return net.frame_scores(gray, model=model, backend=backend, threads=threads, max_memory=max_memory,
+                                progress=progress)
+
+    return score
+
+
+def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, max_memory=None,
+         progress=False, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
+         patch: int | None = None, stride: int | None = None):
+    """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        The sources (validated: one shape and dtype).
+    frame_fn : callable, optional
+        ``frame_fn(gray) -> scores``: a frame's score map (float32 grayscale ``(H, W)`` in [0, 1] in, the net's
+        score-map shape out, larger = sharper; any monotone scale). Default: :func:`pyfusion.net.frame_scores`
+        with ``model``, ``backend``, ``threads``, ``max_memory``, ``progress``.
+    region_ratio, gf_radius, gf_eps
+        As the pairwise method (0.01, 8, 0.1).
+    patch, stride : int, optional
+        The net's patch and stride (default: the ``cnn`` model's geometry).
+
+    Returns
+    -------
+    (fused, maps, timings)
+        The fused image in the sources' dtype; :data:`MAPS` (``label_map``, ``depth_map``: int32 frame indices);
+        seconds per stage (:data:`STAGES`).
+    """
+    m = models.resolve(model)[0]  # the net's geometry (the shipped cnn's with a frame_fn)
+    patch = m.patch if patch is None else patch
+    stride = m.stride if stride is None else stride
+    if frame_fn is None:
+        frame_fn = _net_frame_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+    elif model is not None or backend is not None or max_memory is not None:
+        raise ValueError("give either frame_fn or model/backend/max_memory, not both")
+    n = len(images)
+    if n < 2:
+        raise ValueError(f"need two or more sources, got {n}")
+    dtype = images[0].dtype
+    h, w = images[0].shape[:2]
+    expected = m.score_shape(h, w)
+    timings = dict.fromkeys(STAGES, 0.0)
+    clock = [time.perf_counter()]
+
+    def tick(stage):
+        t1 = time.perf_counter()
+        timings[stage] += t1 - clock[0]
+        clock[0] = t1
+
+    # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
+    best = np.full((h, w), -np.inf)
+    labels = np.zeros((h, w), np.int32)
+    for k, img in enumerate(images):
+        gray = to_gray(to_unit(img))
+        tick("fused")  # conversions: counted with the blend
+        s = _check_scores(frame_fn(gray.astype(np.float32)), expected, k)
+        del gray
+        tick("score_map")
+        focus = focus_map(s, (h, w), patch=patch, stride=stride)
+        del s
+        tick("focus_map")
+        better = focus > best
+        np.copyto(best, focus, where=better)
+        labels[better] = k
+        del focus, better
+        tick("binary_map")
+    del best
+    depth = remove_small_label_regions(labels, area=area_threshold((h, w), ratio=region_ratio), n_labels=n)
+    tick("cleaned_map")
+    # pass 2: the guide, the grayscale initial fusion by the depth map
+    guide = np.empty((h, w))
+    for k, img in enumerate(images):
+        mask = depth == k
+        if mask.any():
+            guide[mask] = to_gray(to_unit(img))[mask]
+    tick("decision_map")
+    # pass 3: each labelled frame's clipped guided-filter weight, accumulated with the weighted frame
+    channels = images[0].shape[2:]
+    acc = np.zeros((h, w) + tuple(channels))
+    wsum = np.zeros((h, w))
+    for k, img in enumerate(images):
+        mask = depth == k
+        if not mask.any():
+            continue
+        wk = guided_filter(guide, mask.astype(np.float64), radius=gf_radius, eps=gf_eps, threads=threads)
+        del mask
+        np.maximum(wk, 0.0, out=wk)
+        wsum += wk
+        tick("decision_map")
+        x = to_unit(img)
+        acc += x * (wk[:, :, None] if x.ndim == 3 else wk)
+        del x, wk
+        tick("fused")
+    del guide
+    # the unclipped weights sum to 1 (the guided filter of a constant), the clipped ones to at least that
+    np.maximum(wsum, np.finfo(np.float64).tiny, out=wsum)
+    acc /= wsum[:, :, None] if acc.ndim == 3 else wsum
+    fused = from_unit(acc, dtype)
+    tick("fused")
+    return fused, {"label_map": labels, "depth_map": depth}, timings
