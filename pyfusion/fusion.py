@@ -82,7 +82,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     align : bool or dict, optional
         Register the sources to the middle one first (:func:`pyfusion.align.align`: ECC on a pyramid, affine,
         cropped to the region every source covers); a dict gives :func:`~pyfusion.align.align`'s options (e.g.
-        ``{"motion": "homography", "on_failure": "skip", "fill": True}``). The report is
+        ``{"motion": "homography", "on_failure": "skip", "fill": True}``; ``names`` labels the sources in its
+        messages, default the paths or ``image 1``, ...). The report is
         ``FusionResult.alignment``; the fused image then has the crop's size. Default ``False``: the sources must
         already be registered.
     **options
@@ -129,7 +130,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         t0 = time.perf_counter()
         align_opts = dict(align) if isinstance(align, dict) else {}
         align_opts.setdefault("threads", options.get("threads"))
-        arrays, report = _align(arrays, names=names, **align_opts)
+        align_opts.setdefault("names", names)
+        arrays, report = _align(arrays, **align_opts)
         arrays = validate_images(arrays, names=report.names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
         t_align = {"align": time.perf_counter() - t0}
     fused, maps, timings = impl.fuse(arrays, **options)

@@ -101,6 +101,8 @@ def test_failure_is_reported_by_name(photo):
     # through fuse(): the same message, or the frame left out and reported in the result
     with pytest.raises(FusionInputError, match="image 4: cannot align to image 3"):
         pyfusion.fuse(frames, method="dwt", align=True)
+    with pytest.raises(FusionInputError, match=r"^f3\.png: cannot align to f2\.png"):
+        pyfusion.fuse(frames, method="dwt", align={"names": names})
     r = pyfusion.fuse(frames, method="dwt", align={"on_failure": "skip"})
     assert list(r.alignment.skipped) == ["image 4"] and r.fused.shape == aligned[0].shape
     assert "align" in r.timings
