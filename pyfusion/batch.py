@@ -233,8 +233,10 @@ def _run_on_dask(todo, records, out, meta, *, method, align, opts, scheduler, n_
 
     cluster = None
     if scheduler is None:
+        # host: scheduler, workers and nannies on the loopback only; the scheduler's HTTP server (health and
+        # metrics routes, no dashboard) on a free loopback port instead of 8787 on every interface
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+                               dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(cluster)
     else:
         client = Client(scheduler, timeout="30s")

@@ -112,6 +112,16 @@ def test_workers_times_threads_never_exceed_cores():
         plan_workers(2, threads=2, workers=2)
 
 
+def _listening(pids):
+    """Listening TCP addresses of these processes and their children (psutil, a dependency of distributed)."""
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in pids]
+    procs += [c for p in list(procs) for c in p.children(recursive=True)]
+    return sorted({f"{c.laddr.ip}:{c.laddr.port}" for p in procs for c in p.net_connections("tcp")
+                   if c.status == psutil.CONN_LISTEN})
+
+
 def _start(cmd, log):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,7 +150,7 @@ def test_batch_through_an_external_scheduler(tmp_path):
     with open(tmp_path / "dask.log", "wb") as log:
         try:
             procs.append(_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                 "--scheduler-file", str(sched_file)], log))
+                                 "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)], log))
             deadline = time.monotonic() + 60
             while not sched_file.is_file() and time.monotonic() < deadline:
                 assert procs[0].poll() is None, (tmp_path / "dask.log").read_text()
@@ -148,9 +158,14 @@ def test_batch_through_an_external_scheduler(tmp_path):
             address = json.loads(sched_file.read_text())["address"]
             assert address.startswith("tcp://127.0.0.1:")
             procs.append(_start([dask, "worker", "--scheduler-file", str(sched_file), "--host", "127.0.0.1",
-                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard"], log))
+                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                                 "--dashboard-address", "127.0.0.1:0"], log))
             with Client(address, timeout="30s") as client:
                 client.wait_for_workers(1, timeout=90)
+            # everything the cluster listens on is on the loopback
+            listening = _listening([p.pid for p in procs])
+            assert len(listening) >= 3 and all(a.startswith("127.0.0.1:") for a in listening), listening
+            print("listening:", listening)
             args = [str(src), str(out), "--method", "dwt", "--scheduler", address, "--no-progress"]
             assert batch_cli.main(args) == 1
             check_first_run(out)
