@@ -46,8 +46,10 @@ from pyfusion.io import FusionInputError, to_gray
 
 __all__ = ["AlignReport", "align", "map_points", "MOTIONS"]
 
-#: Motion models: name -> OpenCV motion type.
-MOTIONS = {"affine": cv2.MOTION_AFFINE, "homography": cv2.MOTION_HOMOGRAPHY}
+#: Motion models: name -> OpenCV motion type ("translation": shift only; "euclidean": shift and rotation, no
+#: scale, so no focus breathing; "affine": the default; "homography": perspective too).
+MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "affine": cv2.MOTION_AFFINE,
+           "homography": cv2.MOTION_HOMOGRAPHY}
 
 #: Default smallest correlation (ECC) a registered frame must reach against the reference.
 MIN_CORRELATION = 0.5
@@ -62,11 +64,11 @@ class AlignReport:
     reference : str
         Name of the reference frame.
     motion : str
-        ``"affine"`` or ``"homography"``.
+        ``"affine"``, ``"homography"``, ``"euclidean"`` or ``"translation"``.
     names : list of str
         The frames kept, in input order (the reference included).
     transforms : dict of str to numpy.ndarray
-        Reference pixel -> frame pixel, 2x3 (affine) or 3x3 (homography) float64; identity for the reference.
+        Reference pixel -> frame pixel, 3x3 (homography) or 2x3 (the others) float64; identity for the reference.
     correlations : dict of str to float
         ECC correlation coefficient of each registered frame at the finest level (1.0 for the reference).
     crop : tuple of int
@@ -143,7 +145,7 @@ def _upscale(warp: np.ndarray) -> np.ndarray:
 def _register(ref_pyr, frame_pyr, motion: str, *, iterations: int, eps: float, gauss: int, gauss_fine: int):
     """ECC from the coarsest level to the finest; returns (warp float64, correlation). Raises cv2.error."""
     mtype = MOTIONS[motion]
-    warp = np.eye(2 if motion == "affine" else 3, 3, dtype=np.float32)
+    warp = np.eye(3 if motion == "homography" else 2, 3, dtype=np.float32)
     levels = len(ref_pyr)
     cc = float("nan")
     for level in range(levels - 1, -1, -1):
@@ -250,7 +252,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         Frame names for the report and error messages (default ``image 1``, ...).
     reference : int, optional
         Index of the reference frame (default: the middle one, ``len(images) // 2``).
-    motion : {"affine", "homography"}
+    motion : {"affine", "homography", "euclidean", "translation"}
     levels : int, optional
         Pyramid levels (default: halve until the shorter side would drop below 48 px, at most 6).
     iterations, eps : optional
@@ -296,7 +298,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
     h, w = shape
     nlev = _auto_levels(shape) if levels is None else max(1, int(levels))
     report = AlignReport(reference=names[ref], motion=motion, levels=nlev)
-    identity = np.eye(2 if motion == "affine" else 3, 3)
+    identity = np.eye(3 if motion == "homography" else 2, 3)
 
     with _cv2_threads(threads):
         ref_pyr = _pyramid(to_gray(frames[ref]).astype(np.float32), nlev)

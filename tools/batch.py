@@ -2,7 +2,7 @@
 """Fuse every focus stack under IN_DIR into OUT_DIR on Dask (pyfusion.batch).
 
     python tools/batch.py IN_DIR OUT_DIR [--pattern REGEX] [--method cnn|dwt|wavelet-cnn] [--align]
-                          [--motion affine|homography] [--skip-unaligned] [--model NAME|PATH] [--backend NAME]
+                          [--motion affine|homography|euclidean|translation] [--skip-unaligned] [--model NAME|PATH] [--backend NAME]
                           [--threads N] [--workers N] [--max-memory GB] [--scheduler ADDRESS] [--ext .png]
                           [--force] [--no-progress]
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyfusion.align import MOTIONS  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402
 from pyfusion.batch import BatchError, method_takes, run_batch  # noqa: E402
 from pyfusion.fusion import METHODS  # noqa: E402
@@ -40,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--pattern", metavar="REGEX", help="group the files of IN_DIR by this regex's first group")
     p.add_argument("--method", default="cnn", choices=sorted(METHODS), help="fusion method (default cnn)")
     p.add_argument("--align", action="store_true", help="register the frames to the middle one first (ECC)")
-    p.add_argument("--motion", choices=("affine", "homography"), default="affine", help="alignment motion model")
+    p.add_argument("--motion", choices=sorted(MOTIONS), default="affine",
+                   help="alignment motion model (default affine; translation is more precise for pure shifts)")
     p.add_argument("--skip-unaligned", action="store_true",
                    help="leave out frames that fail to align (default: the stack fails)")
     p.add_argument("--model", help="registered model name or deploy weights file")
