@@ -170,22 +170,26 @@ def _warp(img: np.ndarray, transform: np.ndarray, size, border) -> np.ndarray:
     return out
 
 
-def _coverage(transform: np.ndarray, shape) -> np.ndarray:
-    """Boolean map of reference pixels whose transform lands inside a frame of ``shape`` (H, W)."""
+def _coverage(transform: np.ndarray, shape, rows: int = 256) -> np.ndarray:
+    """Boolean map of reference pixels whose transform lands inside a frame of ``shape`` (H, W); computed
+    ``rows`` rows at a time to bound the memory."""
     h, w = shape
     t = np.asarray(transform, dtype=np.float64)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    u = t[0, 0] * xs + t[0, 1] * ys + t[0, 2]
-    v = t[1, 0] * xs + t[1, 1] * ys + t[1, 2]
-    if t.shape[0] == 3:
-        d = t[2, 0] * xs + t[2, 1] * ys + t[2, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u, v = u / d, v / d
-        ok = d > 0
-    else:
-        ok = True
+    out = np.empty((h, w), bool)
+    xs = np.arange(w, dtype=np.float64)[None, :]
     tol = 1e-6
-    return ok & (u >= -tol) & (u <= w - 1 + tol) & (v >= -tol) & (v <= h - 1 + tol)
+    for y0 in range(0, h, rows):
+        ys = np.arange(y0, min(h, y0 + rows), dtype=np.float64)[:, None]
+        u = t[0, 0] * xs + t[0, 1] * ys + t[0, 2]
+        v = t[1, 0] * xs + t[1, 1] * ys + t[1, 2]
+        ok = np.ones(u.shape, bool)
+        if t.shape[0] == 3:
+            d = t[2, 0] * xs + t[2, 1] * ys + t[2, 2]
+            ok = d > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u, v = u / d, v / d
+        out[y0:y0 + rows] = ok & (u >= -tol) & (u <= w - 1 + tol) & (v >= -tol) & (v <= h - 1 + tol)
+    return out
 
 
 def covered_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
