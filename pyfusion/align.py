@@ -4,8 +4,14 @@ Each frame is registered to the reference (the middle frame by default) with Ope
 (:func:`cv2.findTransformECC`, Evangelidis & Psarakis 2008) on Gaussian pyramids of the grayscale images
 (:func:`pyfusion.io.to_gray`, float32), coarsest level first: the estimate of one level, scaled by two, starts
 the next. ECC maximises the enhanced correlation coefficient, so the exposure may differ between frames, and
-defocus (a zero-phase blur) does not bias it. The motion is affine (default: shift, rotation, scale for focus
-breathing, shear) or a homography.
+defocus (a zero-phase blur) hardly biases it. The motion is affine (default: shift, rotation, scale for focus
+breathing, shear), a homography, euclidean (shift and rotation) or a translation.
+
+Accuracy (tests/test_align.py): a synthetic 5-frame stack with shifts of a few px, rotations < 1 degree, 1-3%
+scale and blurred frames is recovered to <= 0.05 px (affine) and <= 0.08 px (homography) at the corners and
+the centre on skimage's astronaut, <= 0.11 / 0.17 px on a less textured photo (BSDS500 val 101085). Frames that differ in focus bias the parameters beyond a translation a little: a pure (3, -2) px shift
+between two sources sharp in different regions comes back within 0.04-0.3 px at the corners with affine (more
+for stronger defocus) but within 0.05 px with ``motion="translation"``; use the simplest model that fits.
 
 Conventions
 -----------
@@ -260,9 +266,11 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
     levels : int, optional
         Pyramid levels (default: halve until the shorter side would drop below 48 px, at most 6).
     iterations, eps : optional
-        ECC stopping rule per level (``eps`` at the finest level, ``10 * eps`` above it).
-    gauss_size : int, optional
-        Gaussian pre-filter of ECC (odd; OpenCV's default 5).
+        ECC stopping rule per level: at most ``iterations`` iterations, or until the correlation rises by less
+        than ``eps`` (``eps`` at the finest level, ``10 * eps`` above it).
+    gauss_size, gauss_fine : int, optional
+        ECC's Gaussian pre-filter (odd) on the coarser levels (5, OpenCV's default) and on the finest (1: none;
+        measured: larger filters at the finest level biased the estimate by up to 0.2-0.4 px on synthetic stacks).
     min_correlation : float, optional
         A registered frame whose final correlation is below this fails (default 0.5).
     max_motion : float, optional
