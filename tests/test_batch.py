@@ -80,7 +80,14 @@ def test_batch_records_the_broken_stack_and_resumes(tmp_path, capsys):
     assert sorted(n for n, r in rows.items() if r["resumed"]) == sorted(n for n in rows if n != BROKEN)
     assert rows[BROKEN]["status"] == "failed" and not rows[BROKEN]["resumed"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == mtimes
-    assert "9 already done, 1 failed" in capsys.readouterr().err
+    assert "0 fused, 9 already done, 1 failed" in capsys.readouterr().err
+    # a stack whose output went missing (an interrupted run) is fused again; the others stay done
+    (out / "stack_03.png").unlink()
+    assert batch_cli.main(args) == 1
+    rows, _ = read_summary(out)
+    assert rows["stack_03"]["status"] == "ok" and not rows["stack_03"]["resumed"]
+    assert (out / "stack_03.png").is_file()
+    assert "1 fused, 8 already done, 1 failed" in capsys.readouterr().err
 
 
 def test_pattern_groups_files(tmp_path):
