@@ -12,12 +12,13 @@ Conventions
   converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
   Truncated (PNG without IEND, or anything the decoder refuses) or undecodable files raise
   :class:`FusionInputError`.
-* Decoder limits: a PNG's (IHDR) or JPEG's (SOFn) declared size is read from its header before anything is
+* Decoder limits: a PNG's (IHDR), JPEG's (SOFn) or TIFF's (first IFD) declared size is read from its header
+  before anything is
   decoded and compared with OpenCV's own limits (:data:`MAX_IMAGE_PIXELS`, :data:`MAX_IMAGE_SIDE`: 2^30 pixels
   and 2^20 per side unless ``$CV_IO_MAX_IMAGE_PIXELS``/``$CV_IO_MAX_IMAGE_WIDTH``/``$CV_IO_MAX_IMAGE_HEIGHT``
   say otherwise, as for OpenCV); a larger image raises the one-line :class:`FusionInputError`
-  ``"<file>: image of WxH exceeds the decoder limit (...)"``. Other formats (TIFF, ...) are left to OpenCV,
-  whose refusal (an exception) becomes the same kind of one-line error.
+  ``"<file>: image of WxH exceeds the decoder limit (...)"``. Other formats (BigTIFF, WebP, ...) are left to
+  OpenCV, whose refusal (an exception) becomes the same kind of one-line error.
 * Writing is atomic (:func:`write_atomic`, which :func:`write_image` uses for the encoded image): the bytes go
   to a temporary file in the destination's directory, which is fsync'ed and moved over the destination with
   :func:`os.replace`; on any failure the temporary file is removed and an existing destination is left untouched.
@@ -121,7 +122,8 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 
 def image_header_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` declared in a PNG (IHDR) or JPEG (first SOFn frame header), else ``None``.
+    """``(width, height)`` declared in a PNG (IHDR), JPEG (first SOFn frame header) or classic TIFF (first image
+    file directory), else ``None``.
 
     Only the header is parsed (nothing is decoded); ``None`` for other formats or a header that cannot be read
     (the decoder then has its say).
@@ -130,6 +132,8 @@ def image_header_size(data: bytes) -> tuple[int, int] | None:
         if len(data) >= 24 and data[12:16] == b"IHDR":
             return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         return None
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
     if data.startswith(b"\xff\xd8"):
         i, n = 2, len(data)
         while i + 4 <= n:
@@ -155,6 +159,27 @@ def image_header_size(data: bytes) -> tuple[int, int] | None:
                 return None
             i += 2 + length
     return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height (tags 256, 257) of a classic TIFF's first image file directory, else ``None``."""
+    order = "little" if data[:2] == b"II" else "big"
+    u16 = lambda i: int.from_bytes(data[i:i + 2], order)  # noqa: E731
+    u32 = lambda i: int.from_bytes(data[i:i + 4], order)  # noqa: E731
+    if len(data) < 8:
+        return None
+    ifd = u32(4)
+    if ifd + 2 > len(data):
+        return None
+    size = {}
+    for k in range(u16(ifd)):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(data):
+            break
+        tag, typ = u16(e), u16(e + 2)
+        if tag in (256, 257) and typ in (3, 4):
+            size[tag] = u16(e + 8) if typ == 3 else u32(e + 8)
+    return (size[256], size[257]) if len(size) == 2 else None
 
 
 def _check_decoder_limit(name: str, width: int, height: int) -> None:

@@ -224,12 +224,28 @@ def test_image_above_decoder_limit_is_one_line_error(tmp_path, ext, make):
 
 
 def test_tiff_above_decoder_limit_is_one_line_error(tmp_path):
-    """TIFF is left to OpenCV; its refusal (an assertion) still comes back as one FusionInputError line."""
     path = tmp_path / "huge.tif"
     path.write_bytes(_huge_tiff())
-    with pytest.raises(FusionInputError) as e:
+    assert pio.image_header_size(path.read_bytes()) == (60000, 60000)
+    with pytest.raises(FusionInputError, match=r"image of 60000x60000 exceeds the decoder limit") as e:
         read_image(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_opencv_refusal_is_one_line_error(tmp_path, monkeypatch):
+    """A format whose header is not parsed here: OpenCV's own limit check (an exception) becomes one line."""
+    path = tmp_path / "huge.tif"
+    path.write_bytes(_huge_tiff())
+    monkeypatch.setattr(pio, "image_header_size", lambda data: None)
+    with pytest.raises(FusionInputError, match="exceeds the decoder limit") as e:
+        read_image(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_real_tiff_header_size(tmp_path):
+    for dtype in (np.uint8, np.uint16):
+        path = write_image(tmp_path / f"t{np.dtype(dtype).itemsize}.tif", rgb(21, 34, dtype=dtype))
+        assert pio.image_header_size(path.read_bytes()) == (34, 21)
 
 
 def test_decoder_limit_follows_the_constant(tmp_path, monkeypatch):
