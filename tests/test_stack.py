@@ -88,6 +88,16 @@ def test_other_backends_say_they_have_no_frame_path(backend):
     assert net.frame_backends() == ("winograd",)
 
 
+def test_default_backend_without_a_frame_path_falls_back_to_winograd(winograd, asym_onnx, monkeypatch):
+    """Where the default backend is onnx (ONNX Runtime with CUDA), frame_scores runs on winograd instead."""
+    from pyfusion import backends, net
+
+    img = np.random.default_rng(7).random((40, 40), dtype=np.float32)
+    want = net.frame_scores(img, model=asym_onnx[False], backend="winograd")
+    monkeypatch.setattr(backends, "default_backend", lambda model=None, gpu=None: "onnx")
+    assert np.array_equal(net.frame_scores(img, model=asym_onnx[False]), want)
+
+
 # ----------------------------------------------------------------------------------- small-region removal
 def test_label_removal_equals_the_pairwise_removal_for_two_labels():
     rng = np.random.default_rng(6)
