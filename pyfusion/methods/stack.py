@@ -43,6 +43,11 @@ and thresholds it at 0. Both agree where the net is antisymmetric (``logit(b, a)
 training on both orders aims at) and the patches agree; they differ where the averaged probabilities and the
 averaged logits fall on different sides (mixed patches near focus boundaries), and where the guided filter
 overshoots (the pairwise method does not clip its decision map). The removal and the guided filter are the same.
+Measured on the 30 survey pairs (shipped ``cnn``, winograd backend): the cleaned labels agree on 98.5% of the
+pixels on average (88.4% at worst, g_02), the fused images differ by 59.3 dB PSNR on average (median 61.0, worst
+45.6 dB on g_06, best 66.5), 5.4% of the pixels change (most by one or two grey levels). All of it comes from the
+labels: the pairwise weights with this method's labels give this method's image (29 pairs byte for byte, one at
+96 dB), so the clipping of the overshoot makes no visible difference at 8 bits.
 
 References
 ----------
