@@ -76,9 +76,20 @@ def parse_args(argv=None):
     p.add_argument("--depth", type=Path, metavar="PATH",
                    help="cnn: also write the depth map (frame index per pixel) as a colour-mapped PNG, and the raw "
                    "index as a 16-bit PNG in PATH with the suffix _index.png")
+    p.add_argument("--align", action="store_true",
+                   help="register the sources to the middle one first (ECC on a pyramid, affine); the output is "
+                   "cropped to the region every source covers")
+    p.add_argument("--align-motion", choices=("affine", "homography", "euclidean", "translation"), default="affine",
+                   help="motion model of --align (default affine)")
+    p.add_argument("--align-fill", action="store_true",
+                   help="with --align: keep the full size, filling uncovered borders, instead of cropping")
+    p.add_argument("--skip-unaligned", action="store_true",
+                   help="with --align: leave out sources that fail to align (default: error)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("-v", "--verbose", action="store_true", help="print the configuration and per-stage timings")
     args = p.parse_args(argv)
+    if (args.align_fill or args.skip_unaligned or args.align_motion != "affine") and not args.align:
+        p.error("--align-motion, --align-fill and --skip-unaligned need --align")
     if len(args.sources) < 2:
         p.error("need at least two source images")
     if args.region_ratio is not None and not 0.0 <= args.region_ratio <= 1.0:
@@ -190,13 +201,27 @@ def run(args) -> int:
 
             print(f"backend      : {default_backend(args.model)} (the fastest available)")
         print(f"output       : {args.output}" + (f", maps in {args.maps}" if args.maps else ""))
-    result = fuse(images, method=args.method, **opts)
+    align = False
+    if args.align:
+        align = {"motion": args.align_motion, "fill": args.align_fill, "names": args.sources,
+                 "on_failure": "skip" if args.skip_unaligned else "stop"}
+    result = fuse(images, method=args.method, align=align, **opts)
+    kept = len(result.alignment.names) if result.alignment is not None else len(images)
+    if result.alignment is not None:
+        for name, why in result.alignment.skipped.items():
+            print(f"{PROG}: warning: {name} left out: {why}", file=sys.stderr)
+        if args.verbose:
+            a = result.alignment
+            for name in a.names:
+                print(f"align        : {name} correlation {a.correlations[name]:.4f}")
+            x, y, w, h = a.crop
+            print(f"align crop   : {w}x{h} at ({x}, {y})" + (f", {a.filled:.1%} filled" if a.filled is not None else ""))
     _check_outputs(args, result.maps)
     write_image(args.output, result.fused, force=args.force)
     if args.maps is not None:
         args.maps.mkdir(parents=True, exist_ok=True)
         for name, m in result.maps.items():
-            picture = _label_map_to_uint8(m, len(images)) if name in ("label_map", "depth_map") else map_to_uint8(m)
+            picture = _label_map_to_uint8(m, kept) if name in ("label_map", "depth_map") else map_to_uint8(m)
             write_image(_map_file(args.maps, name), picture, force=args.force)
     if args.depth is not None:
         import numpy as np
@@ -204,7 +229,7 @@ def run(args) -> int:
         depth = result.maps.get("depth_map")
         if depth is None:  # two sources, pairwise: the cleaned map is 1 where the first source is taken
             depth = (np.asarray(result.maps["cleaned_map"]) == 0).astype(np.int32)
-        colour, index = depth_pictures(depth, len(images))
+        colour, index = depth_pictures(depth, kept)
         path, index_path = _depth_files(args.depth)
         write_image(path, colour, force=args.force)
         write_image(index_path, index, force=args.force)
