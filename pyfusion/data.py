@@ -42,12 +42,10 @@ import h5py
 import numpy as np
 
 from . import models
-from .constants import BLUR_LEVELS, BLUR_SIGMA, BLUR_SIZE, PATCH, RGB2GRAY, VAR_THRESHOLD
+from .constants import BAND_SCALE, BLUR_LEVELS, BLUR_SIGMA, BLUR_SIZE, PATCH, RGB2GRAY, VAR_THRESHOLD
 from .io import FusionInputError, read_image, to_gray
 from .util import sha256_file
 
-#: Scale of each Haar band in the training pairs and at fusion time (module docstring).
-BAND_SCALE = {"low": 0.5, "high": 2.0}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm"}
 SHARD_SIZE = 50_000  # examples per HDF5 file (100 MB); Caffe's HDF5Data holds one file in memory at a time
 

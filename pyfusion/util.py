@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
-__all__ = ["ROOT", "sha256_file", "threads", "available_bytes", "THREADS_ENV"]
+__all__ = ["ROOT", "sha256_file", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Environment variable with the default number of threads of every backend and filter.
@@ -47,3 +48,16 @@ def available_bytes() -> int:
     except OSError:
         pass
     return 4 << 30
+
+
+class Stopwatch:
+    """``tick(stage)`` adds the seconds since the previous tick (or the start) to ``timings[stage]``."""
+
+    def __init__(self, timings: dict):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self.last)
+        self.last = now

@@ -37,6 +37,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
+from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "initial_fusion", "weighted_average", "STAGES", "MAPS"]
 
@@ -86,7 +87,8 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
     return np.asarray(a, dtype=np.float64) * w + np.asarray(b, dtype=np.float64) * (1.0 - w)
 
 
-def _net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+def net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+    """``score(a, b)``: :func:`pyfusion.net.score_map` of a registered model with these options."""
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
     def score(a, b):
@@ -128,13 +130,7 @@ def check_scores(scores, expected) -> np.ndarray:
 
 def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, threads, timings, **steps):
     """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
-    clock = [time.perf_counter()]
-
-    def tick(stage):
-        t1 = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + (t1 - clock[0])
-        clock[0] = t1
-
+    tick = Stopwatch(timings)
     gray_a, gray_b = to_gray(a), to_gray(b)
     scores = check_scores(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)),
                           models.get("cnn").score_shape(*gray_a.shape))
@@ -175,7 +171,7 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
     if score_fn is None:
-        score_fn = _net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+        score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
     opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads)

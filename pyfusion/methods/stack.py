@@ -56,7 +56,6 @@ References
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -67,6 +66,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO
 from pyfusion.focus import focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter
+from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "remove_small_label_regions", "MAPS", "STAGES"]
 
@@ -198,12 +198,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     h, w = images[0].shape[:2]
     expected = m.score_shape(h, w)
     timings = dict.fromkeys(STAGES, 0.0)
-    clock = [time.perf_counter()]
-
-    def tick(stage):
-        t1 = time.perf_counter()
-        timings[stage] += t1 - clock[0]
-        clock[0] = t1
+    tick = Stopwatch(timings)
 
     # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
     best = np.full((h, w), -np.inf)

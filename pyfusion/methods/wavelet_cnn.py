@@ -13,7 +13,7 @@ Steps for one pair A, B (colour: decided on the grayscale, applied to every chan
 1. grayscale (:func:`pyfusion.io.to_gray`) and ``levels``-level Haar DWT (PyWavelets, ``periodization``) of each
    source (:func:`dwt`);
 2. level 1: the low net on ``LL1 * BAND_SCALE["low"]``, the high net on ``(LH1, HL1, HH1) * BAND_SCALE["high"]``
-   (the training scales, :data:`pyfusion.data.BAND_SCALE`) -> two score maps at half resolution;
+   (the training scales, :data:`pyfusion.constants.BAND_SCALE`) -> two score maps at half resolution;
 3. each through :func:`pyfusion.methods.cnn.decision_maps` at half resolution, the guide being the initial fusion
    of the two sources' LL1 block means; the small-region threshold is the same fraction of the band's area, the
    guided filter radius is halved (``gf_radius // 2``: the same extent in the image);
@@ -41,10 +41,10 @@ from typing import Callable
 import numpy as np
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
-from pyfusion.data import BAND_SCALE
+from pyfusion.constants import BAND_SCALE, GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
 from pyfusion.io import from_unit, to_gray, to_unit
-from pyfusion.methods.cnn import check_scores, decision_maps
+from pyfusion.methods.cnn import check_scores, decision_maps, net_score_fn
+from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "WAVELET", "MAPS"]
 
@@ -85,28 +85,12 @@ def fuse_coefficients(ca: np.ndarray, cb: np.ndarray, w: np.ndarray) -> np.ndarr
     return w * ca + (1.0 - w) * cb
 
 
-def _net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
-    from pyfusion import net
-
-    def score(a, b):
-        return net.score_map(a, b, model=model, backend=backend, threads=threads, max_memory=max_memory,
-                             progress=progress)
-
-    return score
-
-
 def _stack(bands) -> np.ndarray:
     return np.stack(bands, axis=-1)
 
 
 def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, threads, timings, **steps):
-    clock = [time.perf_counter()]
-
-    def tick(stage):
-        t1 = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + (t1 - clock[0])
-        clock[0] = t1
-
+    tick = Stopwatch(timings)
     ga, gb = to_gray(a), to_gray(b)
     da, db = dwt(ga, levels), dwt(gb, levels)
     tick("dwt")
@@ -190,7 +174,7 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
         raise ValueError(f"deep must be 'derive' or 'net', got {deep!r}")
     if score_fns is None:
         kw = dict(threads=threads, max_memory=max_memory, progress=progress)
-        score_fns = (_net_score_fn(model_low, backend, **kw), _net_score_fn(model_high, backend, **kw))
+        score_fns = (net_score_fn(model_low, backend, **kw), net_score_fn(model_high, backend, **kw))
     min_side = MIN_SIZE * 2 ** (levels - 1) if deep == "net" else MIN_SIZE
     if min(images[0].shape[:2]) < min_side:
         raise ValueError(f"{levels} levels with deep={deep!r} need sources of at least {min_side}x{min_side}")
