@@ -91,7 +91,9 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         (:data:`pyfusion.backends.BACKENDS`), ``threads`` (default ``$PYFUSION_THREADS`` or every core),
         ``max_memory`` (bytes for the score-map stage), ``progress`` (tile progress bar), ``score_fn``
         (``score_fn(a, b) -> scores`` replacing the CNN), ``region_ratio`` (0.01), ``gf_radius`` (8), ``gf_eps``
-        (0.1), ``threshold`` (0.5). ``wavelet-cnn``: the same, with ``model_low``/``model_high`` for ``model``,
+        (0.1), ``threshold`` (0.5), ``series`` (None: two sources pairwise, three or more in one pass,
+        :mod:`pyfusion.methods.stack`; True: the paper's series; False: one pass for two too), ``frame_fn``
+        (per-frame scores replacing the net in one pass). ``wavelet-cnn``: the same, with ``model_low``/``model_high`` for ``model``,
         plus ``levels``, ``deep`` and ``score_fns``. ``dwt``: ``wavelet``, ``levels``, ``mode``, ``high_rule``,
         ``low_rule``, ``window``, ``colour``, ``scale``.
 
