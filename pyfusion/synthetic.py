@@ -70,14 +70,15 @@ def make_pair(sharp: np.ndarray, rng: np.random.Generator, *, radius: float, sof
     return Pair(name, sharp, a, b, m, radius, softness)
 
 
-def benchmark_pairs(photos, *, count: int = 40, seed: int = 0):
-    """``count`` pairs from the photos (paths, sorted order, cycled), radius and softness cycled over
-    :data:`RADII` and :data:`SOFTNESS`; deterministic for a seed."""
+def benchmark_pairs(photos, *, count: int = 40, seed: int = 0, start: int = 0):
+    """``count`` pairs from the photos (paths, sorted order from index ``start``, cycled), radius and softness
+    cycled over :data:`RADII` and :data:`SOFTNESS`; deterministic for a seed. The test set is ``start=0, seed=0``;
+    a tuning set takes other photos and another seed (e.g. ``start=50, seed=1``)."""
     from .io import read_image
 
     photos = sorted(photos)
     for k in range(count):
-        path = photos[k % len(photos)]
+        path = photos[(start + k) % len(photos)]
         img = read_image(path)
         rng = np.random.default_rng([seed, k])
         yield make_pair(img, rng, radius=RADII[k % len(RADII)], softness=SOFTNESS[k % len(SOFTNESS)],

@@ -49,6 +49,8 @@ def main(argv=None):
     ap.add_argument("--methods", default="cnn;dwt;wavelet-cnn", help="semicolon-separated methods[:options]")
     ap.add_argument("--count", type=int, default=40, help="pairs (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
+    ap.add_argument("--start", type=int, default=0, help="first photo (sorted order; default 0: the test set; "
+                    "a tuning set: --start 50 --seed 1)")
     ap.add_argument("--out", help="markdown table to write")
     ap.add_argument("--json", default="runs/groundtruth.json", help="per-pair results (default runs/groundtruth.json)")
     args = ap.parse_args(argv)
@@ -58,7 +60,7 @@ def main(argv=None):
         return 2
     methods = [m for m in args.methods.split(";") if m]
     rows = []
-    for p in tqdm(synthetic.benchmark_pairs(photos, count=args.count, seed=args.seed), total=args.count,
+    for p in tqdm(synthetic.benchmark_pairs(photos, count=args.count, seed=args.seed, start=args.start), total=args.count,
                   desc="pairs", unit="pair"):
         row = {"pair": p.name, "radius": p.radius, "softness": p.softness,
                "source A": synthetic.scores(p.a, p.sharp), "source B": synthetic.scores(p.b, p.sharp)}
@@ -77,7 +79,8 @@ def main(argv=None):
     groups = [("all", rows)] + [(f"radius {r}", [x for x in rows if x["radius"] == r]) for r in synthetic.RADII] \
         + [(f"edge sigma {s:g}", [x for x in rows if x["softness"] == s]) for s in synthetic.SOFTNESS]
     lines = [f"PSNR (dB) / SSIM against the sharp photo, means over {len(rows)} pairs "
-             f"(`python tools/groundtruth.py --methods {args.methods} --count {args.count} --seed {args.seed}`).", "",
+             f"(`python tools/groundtruth.py --methods \"{args.methods}\" --count {args.count} --seed {args.seed} "
+             f"--start {args.start}`).", "",
              "| pairs | n | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for label, sel in groups:
         if sel:

@@ -16,7 +16,7 @@ Steps for one pair A, B (colour: decided on the grayscale, applied to every chan
    (the training scales, :data:`pyfusion.constants.BAND_SCALE`) -> two score maps at half resolution;
 3. each through :func:`pyfusion.methods.cnn.decision_maps` at half resolution, the guide being the initial fusion
    of the two sources' LL1 block means; the small-region threshold is the same fraction of the band's area, the
-   guided filter radius is halved (``gf_radius // 2``: the same extent in the image);
+   guided filter radius is ``gf_radius // 2`` at the band's resolution (default 1: :data:`GF_RADIUS_BANDS`);
 4. deeper levels (``levels > 1``): their high bands take the level-1 high decision averaged over 2x2 blocks per
    level (:func:`derive_decision`, ``deep="derive"``), or the high net run on that level's bands
    (``deep="net"``); the deepest LL takes the low decision averaged the same way;
@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from pyfusion import models
-from pyfusion.constants import BAND_SCALE, GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
+from pyfusion.constants import BAND_SCALE, GF_EPS, REGION_RATIO, THRESHOLD
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.methods.cnn import check_scores, decision_maps, net_score_fn
 from pyfusion.util import Stopwatch
@@ -53,6 +53,9 @@ MODE = "periodization"
 #: Smallest source side: one 16x16 patch of the level-1 bands.
 MIN_SIZE = 2 * models.get("wavelet_low").patch
 MIN_REASON = f"one {MIN_SIZE // 2}x{MIN_SIZE // 2} band patch of the wavelet nets"
+#: Guided filter radius in image pixels (1 at the bands' resolution): chosen on the synthetic tuning set
+#: (`tools/groundtruth.py --start 50 --seed 1`, docs/wavelet_tuning.md) among 2, 4 and 8.
+GF_RADIUS_BANDS = 2
 STAGES = ("dwt", "score_map", "decision_map", "fused")
 MAPS = ("low_score_map", "low_decision_map", "high_score_map", "high_decision_map")
 
@@ -89,7 +92,7 @@ def _stack(bands) -> np.ndarray:
     return np.stack(bands, axis=-1)
 
 
-def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, threads, timings, **steps):
+def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, **steps):
     tick = Stopwatch(timings)
     ga, gb = to_gray(a), to_gray(b)
     da, db = dwt(ga, levels), dwt(gb, levels)
@@ -105,8 +108,11 @@ def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, threads, timings, **steps
                                m_high.score_shape(*low_a.shape))
     tick("score_map")
     band_steps = dict(steps, gf_radius=max(1, steps["gf_radius"] // 2))
-    low = decision_maps(scores_low, low_a, low_b, threads=threads, **band_steps)
-    high = decision_maps(scores_high, low_a, low_b, threads=threads, **band_steps)
+    if bands == "joint":      # one decision for every band, from the mean of the two nets' scores
+        low = high = decision_maps(0.5 * (scores_low + scores_high), low_a, low_b, threads=threads, **band_steps)
+    else:
+        low = decision_maps(scores_low, low_a, low_b, threads=threads, **band_steps)
+        high = decision_maps(scores_high, low_a, low_b, threads=threads, **band_steps)
     w_high, w_low = [high["decision_map"]], low["decision_map"]
     for lvl in range(2, levels + 1):
         shape = da[levels - lvl + 1][0].shape            # the bands of level lvl
@@ -139,9 +145,9 @@ def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, threads, timings, **steps
 
 
 def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=None, threads=None,
-         max_memory=None, progress=False, levels: int = 1, deep: str = "derive",
+         max_memory=None, progress=False, levels: int = 1, deep: str = "derive", bands: str = "separate",
          score_fns: tuple[Callable, Callable] | None = None, region_ratio: float = REGION_RATIO,
-         gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
+         gf_radius: int = GF_RADIUS_BANDS, gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
     """The wavelet-domain CNN on validated sources (one shape and dtype); see :func:`pyfusion.fuse`.
 
     Parameters
@@ -156,11 +162,16 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
         DWT levels (default 1, the level the nets were trained on).
     deep : {"derive", "net"}, keyword-only
         Weights of levels 2.. (module docstring, step 4).
+    bands : {"separate", "joint"}, keyword-only
+        ``"separate"``: each band's weights from its own net (the method as published); ``"joint"``: one weight
+        map for all bands from the mean of the two nets' score maps.
     score_fns : (callable, callable), keyword-only
         ``(low_fn, high_fn)`` replacing the nets: ``low_fn(a, b)`` on (h, w) LL bands, ``high_fn(a, b)`` on
         (h, w, 3) high bands, each returning the band net's score map.
     region_ratio, gf_radius, gf_eps, threshold
-        The paper's consistency steps (gf_radius in image pixels; halved at the band's resolution).
+        The paper's consistency steps. ``gf_radius`` is in image pixels and halved at the band's resolution;
+        its default, 2 (radius 1 on the bands), was chosen on the project's synthetic tuning set (docs/wavelet.md),
+        where the paper's 8 (4 on the bands) loses 1.4 dB.
 
     Returns
     -------
@@ -172,6 +183,8 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
         raise ValueError(f"levels must be >= 1, got {levels}")
     if deep not in ("derive", "net"):
         raise ValueError(f"deep must be 'derive' or 'net', got {deep!r}")
+    if bands not in ("separate", "joint"):
+        raise ValueError(f"bands must be 'separate' or 'joint', got {bands!r}")
     if score_fns is None:
         kw = dict(threads=threads, max_memory=max_memory, progress=progress)
         score_fns = (net_score_fn(model_low, backend, **kw), net_score_fn(model_high, backend, **kw))
@@ -183,7 +196,7 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
     timings: dict = {}
     current, maps = images[0], None
     for nxt in images[1:]:
-        fused, pair_maps = _fuse_pair(to_unit(current), to_unit(nxt), *score_fns, levels=levels, deep=deep,
+        fused, pair_maps = _fuse_pair(to_unit(current), to_unit(nxt), *score_fns, levels=levels, deep=deep, bands=bands,
                                       threads=threads, timings=timings, **steps)
         t0 = time.perf_counter()
         current = from_unit(fused, dtype)
