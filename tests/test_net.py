@@ -80,13 +80,15 @@ def test_onnx_tiles_equal_whole_image(onnx_model, h, w):
 
 @pytest.mark.parametrize("h,w", SIZES)
 def test_caffe_tiles_equal_whole_image(caffe_model, h, w):
-    """Caffe tiled == Caffe whole-image. Caffe's BLAS rounds a GEMM differently for different sizes, so the two
-    agree to float rounding (~1e-7 here), not bit for bit."""
+    """Caffe tiled == Caffe whole-image. Caffe's BLAS blocks a GEMM by its sizes, so the two agree to float32
+    rounding, not bit for bit: the fc1 convolution sums 512 * 8 * 8 = 32768 products, whose rounding error grows
+    like sqrt(32768) * 6e-8 ~ 1e-5 of the logit's scale (measured up to 1.0e-6 on these pairs); a wrong tile (a
+    halo short by one pixel) moves scores by ~1e-2."""
     a, b = _pair(h, w, seed=1)
     whole = net.score_map(a, b, model=caffe_model, backend="caffe", tile=(10**6, 10**6))
     for tile in TILES:
         tiled = net.score_map(a, b, model=caffe_model, backend="caffe", tile=tile)
-        assert np.abs(tiled - whole).max() <= 1e-6, tile
+        assert np.abs(tiled - whole).max() <= 1e-5, tile
     onnx = net.score_map(a, b, model=caffe_model, backend="onnx", tile=(5, 9))
     assert np.abs(onnx - whole).max() <= 1e-5
 
