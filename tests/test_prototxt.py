@@ -121,8 +121,8 @@ def test_export_equivalence_on_16x16_pairs(caffe, tmp_path, name):
     caffe.set_random_seed(3)
     tn = train_input_net(m)
     rng = np.random.default_rng(0)
-    for name in tn.params:                       # nontrivial biases too
-        for p in tn.params[name]:
+    for layer in tn.params:                      # nontrivial biases too
+        for p in tn.params[layer]:
             p.data[...] += rng.normal(0, 0.01, p.data.shape)
     snap = tmp_path / "snap_iter_7.caffemodel"
     tn.save(str(snap))
