@@ -6,6 +6,7 @@ Each method is a module of :mod:`pyfusion.methods` with ``fuse(images, **options
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,20 @@ class FusionResult:
         if name in maps:
             return maps[name]
         raise AttributeError(f"{type(self).__name__} of method {self.__dict__.get('method')!r} has no {name!r}")
+
+
+def method_options(method: str, given) -> dict:
+    """The options the method's ``fuse`` takes, from ``given``: ``(label, keyword, value)`` triples (``value``
+    None: not given). ValueError ``"LABEL does not apply to method NAME"`` for one it does not take."""
+    takes = inspect.signature(_method(method).fuse).parameters
+    out = {}
+    for label, key, value in given:
+        if value is None:
+            continue
+        if key not in takes:
+            raise ValueError(f"{label} does not apply to --method {method}")
+        out[key] = value
+    return out
 
 
 def _method(name: str):

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyfusion.align import MOTIONS  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402
-from pyfusion.batch import BatchError, method_takes, run_batch  # noqa: E402
-from pyfusion.fusion import METHODS  # noqa: E402
+from pyfusion.batch import BatchError, run_batch  # noqa: E402
+from pyfusion.fusion import METHODS, method_options  # noqa: E402
 
 PROG = "batch"
 
@@ -67,16 +67,12 @@ def parse_args(argv=None):
 
 
 def options(args) -> dict:
-    takes = method_takes(args.method)
-    opts = {}
-    for flag, key in (("--model", "model"), ("--backend", "backend"), ("--max-memory", "max_memory")):
-        value = getattr(args, key)
-        if value is None:
-            continue
-        if key not in takes:
-            raise BatchError(f"{flag} does not apply to --method {args.method}")
-        opts[key] = int(value * 2**30) if key == "max_memory" else value
-    return opts
+    gb = None if args.max_memory is None else int(args.max_memory * 2**30)
+    try:
+        return method_options(args.method, [("--model", "model", args.model), ("--backend", "backend", args.backend),
+                                            ("--max-memory", "max_memory", gb)])
+    except ValueError as e:
+        raise BatchError(str(e)) from None
 
 
 def main(argv=None) -> int:

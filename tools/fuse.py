@@ -32,6 +32,7 @@ import inspect  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD  # noqa: E402
 from pyfusion.fusion import METHODS, _method, fuse  # noqa: E402
+from pyfusion.fusion import method_options as options_of  # noqa: E402
 from pyfusion.io import FusionInputError, map_to_uint8, read_image, validate_images, write_image  # noqa: E402
 
 PROG = "fuse"
@@ -110,15 +111,13 @@ def parse_args(argv=None):
 def method_options(args) -> dict:
     """The method options given on the command line, as keywords of the method's fuse(); UserError for one it
     does not take."""
+    given = [(flag, key, getattr(args, key)) for flag, key in METHOD_OPTIONS]
+    given = [(f, k, int(v * 2**30) if k == "max_memory" and v is not None else v) for f, k, v in given]  # GB
+    try:
+        opts = options_of(args.method, given)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     takes = inspect.signature(_method(args.method).fuse).parameters
-    opts = {}
-    for flag, key in METHOD_OPTIONS:
-        value = getattr(args, key)
-        if value is None:
-            continue
-        if key not in takes:
-            raise UserError(f"{flag} does not apply to --method {args.method}")
-        opts[key] = int(value * 2**30) if key == "max_memory" else value
     if "progress" in takes:
         opts["progress"] = sys.stderr.isatty()
     return opts
