@@ -144,3 +144,26 @@ def test_wavelet_dataset_recipe(tmp_path):
     assert low.min() >= 0 and low.max() <= 1
     # the same dataset serves the low net: its train_val reads the "low" top
     assert 'top: "low"' in models.get("wavelet_low").train_val.read_text()
+
+
+@pytest.mark.parametrize("name", ["wavelet_low", "wavelet_high"])
+def test_shipped_band_nets_agree_on_every_backend(name, shared_data, caffe, winograd, onnxruntime):
+    """The shipped band nets on the Haar bands of a real pair (Lytro c_02, a 200 x 200 crop): caffe, onnx and
+    winograd within 1e-4, whole and tiled under a small --max-memory budget."""
+    from pyfusion import backends, net
+    from pyfusion.io import read_image, to_gray, to_unit
+
+    d = shared_data / "mfif" / "sources" / "color"
+    bands = []
+    for k in (1, 2):
+        g = to_gray(to_unit(read_image(d / f"c_02_{k}.tif")))[160:360, 160:360]
+        ll, high = wc.dwt(g, 1)
+        bands.append(ll * data.BAND_SCALE["low"] if name == "wavelet_low"
+                     else np.stack(high, -1) * data.BAND_SCALE["high"])
+    a, b = (x.astype(np.float32) for x in bands)
+    ref = net.score_map(a, b, model=name, backend="caffe")
+    assert ref.std() > 0.01
+    small = backends.get("winograd").peak_bytes(models.get(name), 48, 48)
+    for be in ("onnx", "winograd"):
+        assert np.abs(net.score_map(a, b, model=name, backend=be) - ref).max() <= 1e-4, be
+        assert np.abs(net.score_map(a, b, model=name, backend=be, max_memory=small) - ref).max() <= 1e-4, be
