@@ -25,13 +25,14 @@ and whose summary entry says ``ok`` is skipped by the next run, so an interrupte
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import os
 import re
 import time
 from pathlib import Path
+
+from pyfusion.util import cores
 
 __all__ = ["find_stacks", "fuse_stack", "run_batch", "plan_workers", "IMAGE_EXTS", "SUMMARY_JSON", "SUMMARY_CSV",
            "BatchError"]
@@ -136,13 +137,6 @@ def plan_workers(cores: int, threads: int | None = None, workers: int | None = N
     return workers, threads
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _load_summary(out_dir: Path) -> dict[str, dict]:
     path = out_dir / SUMMARY_JSON
     try:
@@ -165,12 +159,6 @@ def _write_summary(out_dir: Path, records: dict[str, dict], meta: dict) -> None:
     write_atomic(out_dir / SUMMARY_CSV, buf.getvalue())
 
 
-def method_takes(method: str) -> set:
-    from pyfusion.fusion import _method
-
-    return set(inspect.signature(_method(method).fuse).parameters)
-
-
 def run_batch(in_dir, out_dir, *, method: str = "cnn", align=False, options: dict | None = None,
               pattern: str | None = None, scheduler: str | None = None, workers: int | None = None,
               threads: int | None = None, ext: str = ".png", force: bool = False, progress: bool = True) -> list:
@@ -180,7 +168,7 @@ def run_batch(in_dir, out_dir, *, method: str = "cnn", align=False, options: dic
     set here). ``align`` as for :func:`pyfusion.fuse`. ``force`` re-fuses finished stacks. Raises
     :class:`BatchError` for usage errors; a stack's failure is only recorded.
     """
-    from pyfusion.fusion import METHODS
+    from pyfusion.fusion import METHODS, method_takes
 
     if method not in METHODS:
         raise BatchError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -196,7 +184,7 @@ def run_batch(in_dir, out_dir, *, method: str = "cnn", align=False, options: dic
         raise BatchError(f"--ext {ext}: unsupported output format (use one of {', '.join(sorted(_WRITE_DTYPES))})")
 
     if scheduler is None:
-        n_workers, n_threads = plan_workers(_cores(), threads, workers)
+        n_workers, n_threads = plan_workers(cores(), threads, workers)
     else:
         n_workers, n_threads = None, threads
     opts = dict(options or {})

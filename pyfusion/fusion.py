@@ -61,10 +61,15 @@ class FusionResult:
         raise AttributeError(f"{type(self).__name__} of method {self.__dict__.get('method')!r} has no {name!r}")
 
 
+def method_takes(method: str) -> set:
+    """The keyword options of the method's ``fuse``."""
+    return set(inspect.signature(_method(method).fuse).parameters)
+
+
 def method_options(method: str, given) -> dict:
     """The options the method's ``fuse`` takes, from ``given``: ``(label, keyword, value)`` triples (``value``
     None: not given). ValueError ``"LABEL does not apply to method NAME"`` for one it does not take."""
-    takes = inspect.signature(_method(method).fuse).parameters
+    takes = method_takes(method)
     out = {}
     for label, key, value in given:
         if value is None:

@@ -30,6 +30,28 @@ def _as_hwc(x, name: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _source(m: models.Model, x, name: str) -> np.ndarray:
+    """``x`` as (H, W, C) float32, checked against the model: its input channels, at least one patch."""
+    x = _as_hwc(x, name)
+    if x.shape[2] != m.in_channels:
+        raise ValueError(f"model {m.name} takes {m.in_channels} channel(s) per source, got {x.shape[2]}")
+    m.score_shape(*x.shape[:2])
+    return x
+
+
+def _tiled(m: models.Model, be, a, b, run, *, tile, max_memory, progress) -> np.ndarray:
+    """``run`` over the exact tiles of (``a``, ``b``) sized to ``max_memory`` (unless ``tile``); the backend's
+    cached nets released after."""
+    if tile is None:
+        budget = tiling.default_max_memory() if max_memory is None else int(max_memory)
+        tile = tiling.choose_tile(*a.shape[:2], model=m, backend=be, max_memory=budget)
+    try:
+        return tiling.tiled_scores(a, b, run, tile, model=m, backend=be, progress=progress)
+    finally:
+        if hasattr(be, "release"):
+            be.release()
+
+
 def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, tile=None,
               progress=False) -> np.ndarray:
     """Score map of the pair (``a``, ``b``): P(source A in focus) for every patch at the net's stride.
@@ -63,26 +85,15 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
         the winograd backend, within float rounding with the others).
     """
     m, caffemodel, onnx = models.resolve(model)
-    a, b = _as_hwc(a, "a"), _as_hwc(b, "b")
+    a, b = _source(m, a, "a"), _source(m, b, "b")
     if a.shape != b.shape:
         raise ValueError(f"score_map needs two images of one shape, got {a.shape} and {b.shape}")
-    if a.shape[2] != m.in_channels:
-        raise ValueError(f"model {m.name} takes {m.in_channels} channel(s) per source, got {a.shape[2]}")
-    h, w = a.shape[:2]
-    m.score_shape(h, w)
     name = backend or backends.default_backend(model, gpu=gpu)
     be = backends.get(name)
     if gpu is not None and name != "caffe":
         raise ValueError(f"gpu= runs the caffe backend, not {name!r}")
-    if tile is None:
-        budget = tiling.default_max_memory() if max_memory is None else int(max_memory)
-        tile = tiling.choose_tile(h, w, model=m, backend=be, max_memory=budget)
     run = be.runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
-    try:
-        return tiling.tiled_scores(a, b, run, tile, model=m, backend=be, progress=progress)
-    finally:
-        if hasattr(be, "release"):
-            be.release()
+    return _tiled(m, be, a, b, run, tile=tile, max_memory=max_memory, progress=progress)
 
 
 def frame_backends() -> tuple[str, ...]:
@@ -123,11 +134,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None
         The backend (``onnx``, ``caffe``) has no per-frame path, or none of :func:`frame_backends` can run here.
     """
     m, caffemodel, onnx = models.resolve(model)
-    x = _as_hwc(img, "img")
-    if x.shape[2] != m.in_channels:
-        raise ValueError(f"model {m.name} takes {m.in_channels} channel(s) per source, got {x.shape[2]}")
-    h, w = x.shape[:2]
-    m.score_shape(h, w)
+    x = _source(m, img, "img")
     supported = frame_backends()
     if backend is None:
         name = backends.default_backend(model)
@@ -143,14 +150,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None
     if name not in supported:
         raise NotImplementedError(f"backend {name!r} has no per-frame score path (frame_scores); use "
                                   f"{' or '.join(repr(b) for b in supported)}, or fuse in series (series=True)")
-    if tile is None:
-        budget = tiling.default_max_memory() if max_memory is None else int(max_memory)
-        tile = tiling.choose_tile(h, w, model=m, backend=be, max_memory=budget)
     run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads))
-    try:
-        # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
-        return tiling.tiled_scores(x, x, lambda a_tile, _b_tile: run(a_tile), tile, model=m, backend=be,
-                                   progress=progress)
-    finally:
-        if hasattr(be, "release"):
-            be.release()
+    # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
+    return _tiled(m, be, x, x, lambda a_tile, _b_tile: run(a_tile), tile=tile, max_memory=max_memory,
+                  progress=progress)

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["ROOT", "sha256_file", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
+__all__ = ["ROOT", "sha256_file", "cores", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Environment variable with the default number of threads of every backend and filter.
@@ -22,17 +22,19 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def threads(n: int | None = None) -> int:
     """Threads to use: ``n`` if given, else ``$PYFUSION_THREADS``, else the cores this process may run on."""
     if n is None:
         env = os.environ.get(THREADS_ENV, "").strip()
-        if env:
-            n = int(env)
-        else:
-            try:
-                n = len(os.sched_getaffinity(0))
-            except AttributeError:  # pragma: no cover - not Linux
-                n = os.cpu_count() or 1
+        n = int(env) if env else cores()
     if int(n) < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     return int(n)

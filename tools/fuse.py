@@ -27,11 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import inspect  # noqa: E402
-
 from pyfusion.backends import BACKENDS  # noqa: E402
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD  # noqa: E402
-from pyfusion.fusion import METHODS, _method, fuse  # noqa: E402
+from pyfusion.fusion import METHODS, _method, fuse, method_takes  # noqa: E402
 from pyfusion.fusion import method_options as options_of  # noqa: E402
 from pyfusion.io import FusionInputError, map_to_uint8, read_image, validate_images, write_image  # noqa: E402
 
@@ -117,7 +115,7 @@ def method_options(args) -> dict:
         opts = options_of(args.method, given)
     except ValueError as e:
         raise UserError(str(e)) from None
-    takes = inspect.signature(_method(args.method).fuse).parameters
+    takes = method_takes(args.method)
     if "progress" in takes:
         opts["progress"] = sys.stderr.isatty()
     return opts
@@ -195,7 +193,7 @@ def run(args) -> int:
         print(f"method       : {args.method}")
         for key, value in opts.items():
             print(f"{key:<13}: {value}")
-        if "backend" in inspect.signature(impl.fuse).parameters and args.backend is None:
+        if "backend" in method_takes(args.method) and args.backend is None:
             from pyfusion.backends import default_backend
 
             print(f"backend      : {default_backend(args.model)} (the fastest available)")

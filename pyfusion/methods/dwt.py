@@ -42,6 +42,8 @@ import functools
 import numpy as np
 import pywt
 
+from pyfusion.constants import RGB2GRAY
+
 __all__ = [
     "fuse",
     "fuse_unit",
@@ -64,7 +66,6 @@ __all__ = [
 DBSS22 = "dbss(2,2)"
 
 #: MATLAB ``rgb2gray`` weights (R, G, B), used by ``colour="gray"``.
-RGB2GRAY = (0.2989, 0.5870, 0.1140)
 
 #: ``colour`` options: one decision per channel, or one decision from the gray version for every channel.
 COLOUR_MODES = ("per_channel", "gray")
