@@ -95,9 +95,8 @@ def _stack(bands) -> np.ndarray:
 def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, **steps):
     tick = Stopwatch(timings)
     ga, gb = to_gray(a), to_gray(b)
-    da, db = dwt(ga, levels), dwt(gb, levels)
-    tick("dwt")
     da1, db1 = dwt(ga, 1), dwt(gb, 1)            # level 1 (the bands the nets were trained on)
+    tick("dwt")
     s_low, s_high = BAND_SCALE["low"], BAND_SCALE["high"]
     low_a, low_b = da1[0] * s_low, db1[0] * s_low
     m_low, m_high = models.get("wavelet_low"), models.get("wavelet_high")
@@ -114,8 +113,9 @@ def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, 
         low = decision_maps(scores_low, low_a, low_b, threads=threads, **band_steps)
         high = decision_maps(scores_high, low_a, low_b, threads=threads, **band_steps)
     w_high, w_low = [high["decision_map"]], low["decision_map"]
+    shape = w_low.shape
     for lvl in range(2, levels + 1):
-        shape = da[levels - lvl + 1][0].shape            # the bands of level lvl
+        shape = ((shape[0] + 1) // 2, (shape[1] + 1) // 2)   # the bands of level lvl (periodization: ceil(n / 2))
         w_low = derive_decision(w_low, shape)
         if deep == "derive":
             w_high.append(derive_decision(w_high[-1], shape))
