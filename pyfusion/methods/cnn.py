@@ -141,6 +141,22 @@ def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, threads, timings, **st
     return fused, maps
 
 
+def in_series(images, fuse_pair, stages) -> tuple:
+    """Fuse ``images`` in series with ``fuse_pair(a, b, timings) -> (fused float64, maps)`` on [0, 1] images: each
+    intermediate result rounded to the sources' dtype, as if the pair method ran again on its own output ([1]_,
+    last paragraph of Sec. 3.3). Returns ``(fused, maps of the first pair, {stage: seconds summed over pairs})``."""
+    dtype = images[0].dtype
+    timings: dict = {}
+    current, maps = images[0], None
+    for nxt in images[1:]:
+        fused, pair_maps = fuse_pair(to_unit(current), to_unit(nxt), timings)
+        t0 = time.perf_counter()
+        current = from_unit(fused, dtype)
+        timings["fused"] += time.perf_counter() - t0
+        maps = maps or pair_maps
+    return current, maps, {k: timings[k] for k in stages}
+
+
 def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,
          score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
          gf_eps: float = GF_EPS, threshold: float = THRESHOLD, series: bool | None = None,
@@ -175,13 +191,4 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
     opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads)
-    dtype = images[0].dtype
-    timings: dict = {}
-    current, maps = images[0], None
-    for nxt in images[1:]:
-        fused, pair_maps = _fuse_pair(to_unit(current), to_unit(nxt), score_fn, timings=timings, **opts)
-        t0 = time.perf_counter()
-        current = from_unit(fused, dtype)
-        timings["fused"] += time.perf_counter() - t0
-        maps = maps or pair_maps
-    return current, maps, {k: timings[k] for k in STAGES}
+    return in_series(images, lambda a, b, timings: _fuse_pair(a, b, score_fn, timings=timings, **opts), STAGES)

@@ -35,15 +35,14 @@ References
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
 from pyfusion import models
 from pyfusion.constants import BAND_SCALE, GF_EPS, REGION_RATIO, THRESHOLD
-from pyfusion.io import from_unit, to_gray, to_unit
-from pyfusion.methods.cnn import check_scores, decision_maps, net_score_fn
+from pyfusion.io import to_gray
+from pyfusion.methods.cnn import check_scores, decision_maps, in_series, net_score_fn
 from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "WAVELET", "MAPS"]
@@ -192,14 +191,5 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
     if min(images[0].shape[:2]) < min_side:
         raise ValueError(f"{levels} levels with deep={deep!r} need sources of at least {min_side}x{min_side}")
     steps = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold)
-    dtype = images[0].dtype
-    timings: dict = {}
-    current, maps = images[0], None
-    for nxt in images[1:]:
-        fused, pair_maps = _fuse_pair(to_unit(current), to_unit(nxt), *score_fns, levels=levels, deep=deep, bands=bands,
-                                      threads=threads, timings=timings, **steps)
-        t0 = time.perf_counter()
-        current = from_unit(fused, dtype)
-        timings["fused"] += time.perf_counter() - t0
-        maps = maps or pair_maps
-    return current, maps, {k: timings[k] for k in STAGES}
+    return in_series(images, lambda a, b, timings: _fuse_pair(a, b, *score_fns, levels=levels, deep=deep, bands=bands,
+                                                              threads=threads, timings=timings, **steps), STAGES)
