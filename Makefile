@@ -13,7 +13,7 @@ BSDS := $(SHARED)/train/bsds500
 IMAGES ?= $(BSDS)/train $(BSDS)/test
 VAL_IMAGES ?= $(BSDS)/val
 NET ?= cnn
-TRAIN_EXAMPLES ?= $(if $(filter cnn,$(NET)),2000000,500000)
+TRAIN_EXAMPLES ?= $(shell $(PY) -c "from pyfusion import models; print(models.get('$(NET)').examples)" 2>/dev/null)
 VAL_EXAMPLES ?= 10000
 RUN ?= $(if $(filter cnn,$(NET)),runs/cpu,runs/$(NET))
 SCHEDULE ?= cpu
@@ -26,7 +26,7 @@ TRAIN_ARGS ?= --base-lr 1e-3 --max-iter 12000 --val-interval 500 --drop-patience
 endif
 GPU_ARG := $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: setup venv caffe demo dataset train export evaluate test bench reproduce clean
+.PHONY: setup venv caffe demo dataset train export evaluate test bench reproduce ablations clean
 
 setup: venv caffe
 
@@ -62,6 +62,27 @@ test: setup
 
 bench: setup
 	$(PY) tools/benchmark.py --out docs/benchmarks.md
+
+# every published number from the shipped models (no training, no Caffe): the survey's metric tables, ours vs the
+# authors' images, figures -> docs/results_survey.md, docs/reproduction.md, docs/figures/ (fused images: runs/reproduce)
+reproduce: venv
+	$(PY) tools/reproduce.py --data $(SHARED)/mfif --out runs/reproduce --survey docs/results_survey.md \
+		--doc docs/reproduction.md --figures docs/figures
+
+# the paper's design experiments (docs/ablations.md): each variant is a registered net (pyfusion/models.py) trained
+# with the same schedule and seeds (the first 1,000 iterations of the shipped CPU schedule) into runs/ablation/NAME
+# and exported to models/ablation/NAME.*; the baseline `cnn` is retrained under the same schedule
+ABLATIONS ?= cnn cnn_blur3 cnn_patch8 cnn_pseudo cnn_2ch
+ABLATION_ARGS ?= --base-lr 1e-3 --max-iter 1000 --val-interval 250 --drop-patience 2 --seed 1
+VAL_LIST = $$($(PY) -c "from pyfusion.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$*'))[1])")
+
+ablation-%: setup
+	$(MAKE) dataset NET=$*
+	$(PY) tools/train.py --net $* --run runs/ablation/$* $(if $(wildcard runs/ablation/$*/run.json),--resume,$(ABLATION_ARGS))
+	$(PY) tools/export.py --net $* --run runs/ablation/$* --onnx --out models/ablation/$*.caffemodel --val $(VAL_LIST)
+
+ablations: $(addprefix ablation-,$(ABLATIONS))
+	$(PY) tools/ablations.py --doc docs/ablations.md
 
 clean:
 	rm -rf build $(VENV) demo

@@ -65,6 +65,8 @@ class Model:
         (``None``: spatial patch pairs; ``"low"``/``"high"``: Haar sub-band pairs of 2*patch pixel patches).
     data : str
         Folder under ``data/`` of its training and validation sets (models with one recipe share it).
+    examples : int
+        Training examples ``make dataset`` writes for it (the paper: about 2,000,000).
     about : str
         One line for model cards and ``--help``.
     root : Path, optional
@@ -81,6 +83,7 @@ class Model:
     branches: str = "siamese"
     recipe: dict = field(default_factory=lambda: {"levels": BLUR_LEVELS, "band": None})
     data: str = "patches"
+    examples: int = 2_000_000
     root: Path | None = None
 
     @property
@@ -127,9 +130,18 @@ _WAVELET = {"levels": BLUR_LEVELS, "wavelet": "haar"}
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("cnn", "cnn_fusion", "the siamese CNN of Liu et al. 2017 on grayscale 16x16 patches (the shipped model)"),
     Model("wavelet_low", "wavelet_low", "siamese CNN on the Haar low band (LL) of 32x32 patches: 16x16, 1 channel",
-          recipe={**_WAVELET, "band": "low"}, data="wavelet"),
+          recipe={**_WAVELET, "band": "low"}, data="wavelet", examples=500_000),
     Model("wavelet_high", "wavelet_high", "siamese CNN on the Haar high bands (LH, HL, HH) of 32x32 patches: "
-          "16x16, 3 channels", in_channels=3, recipe={**_WAVELET, "band": "high"}, data="wavelet"),
+          "16x16, 3 channels", in_channels=3, recipe={**_WAVELET, "band": "high"}, data="wavelet", examples=500_000),
+    # The paper's design experiments ([1]_ Sec. 3.2; docs/ablations.md): the cnn model with one thing changed.
+    Model("cnn_blur3", "ablation/cnn_blur3", "ablation: the cnn net trained on 3 blur levels instead of 5",
+          recipe={"levels": 3, "band": None}, data="patches_blur3"),
+    Model("cnn_patch8", "ablation/cnn_patch8", "ablation: the cnn net on 8x8 patches (fc1 on 512x4x4)", patch=8,
+          data="patches8"),
+    Model("cnn_pseudo", "ablation/cnn_pseudo", "ablation: pseudo-siamese, two branches with weights of their own",
+          branches="pseudo"),
+    Model("cnn_2ch", "ablation/cnn_2ch", "ablation: 2-channel, the pair stacked as one input to one trunk",
+          branches="2ch"),
 )}
 
 

@@ -22,7 +22,7 @@ def need(ok, reason):
 
 
 def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1, head: int = 8,
-                  fc_bias: bool = False) -> dict:
+                  fc_bias: bool = False, branches: str = "siamese") -> dict:
     """Random weights in :func:`pyfusion.onnx_export.read_caffemodel`'s format, for tests without a trained model.
 
     He-scaled convolutions, small biases, and an fc1 whose source-B half is minus its source-A half, so that
@@ -40,20 +40,27 @@ def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1
         The head's kernel size K (fc1 has 2 * 256 * K * K inputs): 8 for 16x16 patches, 4 for 8x8 patches.
     fc_bias : bool
         Also draw fc biases ``fc1_b`` (256,) and ``fc2_b`` (2,) (drawn last: the other weights do not change).
+    branches : str
+        ``"siamese"`` (the defaults' weights), ``"pseudo"`` (branch B's own ``conv1_p`` .. drawn after the rest)
+        or ``"2ch"`` (conv1 takes 2 ``in_channels``; fc1 reads one trunk: 256 * K * K).
     """
     rng = np.random.default_rng(seed)
 
     def he(*shape):
         return rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape).astype(np.float32)
 
+    c0 = 2 * in_channels if branches == "2ch" else in_channels
     out = {name: (he(co, ci, 3, 3), rng.normal(0, 0.01, co).astype(np.float32))
-           for name, ci, co in (("conv1", in_channels, 64), ("conv2", 64, 128), ("conv3", 128, 256))}
+           for name, ci, co in (("conv1", c0, 64), ("conv2", 64, 128), ("conv3", 128, 256))}
     half = he(256, 256 * head ** 2)
-    out["fc1"] = np.concatenate([half, -half], axis=1)
+    out["fc1"] = half if branches == "2ch" else np.concatenate([half, -half], axis=1)
     out["fc2"] = (he(2, 256) * fc2_scale).astype(np.float32)
     if fc_bias:
         out["fc1_b"] = rng.normal(0, 0.5, 256).astype(np.float32)
         out["fc2_b"] = rng.normal(0, 0.5, 2).astype(np.float32)
+    if branches == "pseudo":
+        out.update({f"{name}_p": (he(*out[name][0].shape), rng.normal(0, 0.01, len(out[name][1])).astype(np.float32))
+                    for name in ("conv1", "conv2", "conv3")})
     return out
 
 

@@ -219,19 +219,21 @@ def test_shipped_model_backends_agree(shared_data, caffe, winograd):
         assert np.abs(net.score_map(a, b, backend=name) - ref).max() <= 1e-4, name
 
 
-@pytest.fixture
-def toy_model(caffe, tmp_path, monkeypatch):
-    """A 3-channel net registered as "toy": its prototxt from the registry, random weights, side-cars. Nothing
-    outside the registry entry is told about it."""
+@pytest.fixture(params=[("siamese", 8), ("pseudo", 8), ("2ch", 8), ("siamese", 4)])
+def toy_model(caffe, tmp_path, monkeypatch, request):
+    """A 3-channel net registered as "toy" (every branch layout; 16x16 and 8x8 patches): its prototxt from the
+    registry, random weights, side-cars. Nothing outside the registry entry is told about it."""
     from pyfusion.onnx_export import export_onnx, set_deploy_params
 
-    m = models.Model("toy", "toy", "a test net: 3 channels, random weights", in_channels=3, root=tmp_path)
+    branches, head = request.param
+    m = models.Model("toy", "toy", "a test net: 3 channels, random weights", in_channels=3, root=tmp_path,
+                     branches=branches, patch=2 * head)
     monkeypatch.setitem(models.MODELS, "toy", m)
     (tmp_path / "prototxt").mkdir()
     (tmp_path / "models").mkdir()
     m.deploy.write_text(netspec.deploy(m))
     deploy = caffe.Net(str(m.deploy), caffe.TEST)
-    set_deploy_params(deploy, random_params(seed=5, in_channels=3, fc2_scale=1.0))
+    set_deploy_params(deploy, random_params(seed=5, in_channels=3, fc2_scale=1.0, branches=branches, head=head))
     deploy.save(str(m.caffemodel))
     Path(str(m.caffemodel) + ".json").write_text(json.dumps({"net": "toy", "sha256": sha256_file(m.caffemodel)}))
     export_onnx(m.caffemodel, m.onnx)
@@ -239,7 +241,8 @@ def toy_model(caffe, tmp_path, monkeypatch):
 
 
 def test_registered_toy_model_runs_on_every_backend(toy_model, winograd, onnxruntime):
-    """One registry entry: winograd, onnx and caffe give the same scores (1e-5), tiled and whole."""
+    """One registry entry: winograd, onnx and caffe give the same scores (1e-5), tiled and whole, whatever the
+    branch layout (the ablation nets) and patch size."""
     a, b = _pair(45, 61, seed=6, c=3)
     ref = net.score_map(a, b, model="toy", backend="caffe", tile=(10**6, 10**6))
     assert ref.shape == toy_model.score_shape(45, 61) and ref.std() > 0.01

@@ -44,11 +44,25 @@ def test_net_files_are_up_to_date():
         assert m.train_val.read_text() == netspec.train_val(m) and m.deploy.read_text() == netspec.deploy(m)
 
 
-@pytest.mark.parametrize("fname", [f"{n}_{k}.prototxt" for n in NETS for k in ("train_val", "deploy")])
-def test_branches_are_identical_text(fname):
-    """Branch B is branch A with every name suffixed by _p (no drift between the two branches)."""
-    layers = _layers((PROTO / fname).read_text())
+def _suffixes(m):
+    """Layer-name suffixes of the branches: A and B (``_p``), or one trunk for a 2-channel net."""
+    return ("",) if m.branches == "2ch" else ("", "_p")
+
+
+@pytest.mark.parametrize("name,kind", [(n, k) for n in NETS for k in ("train_val", "deploy")])
+def test_branches_are_identical_text(name, kind):
+    """Branch B is branch A with every name suffixed by _p (no drift between the two branches); a pseudo-siamese
+    net's parameter names carry the suffix too (weights of their own), a siamese net's do not (shared)."""
+    m = models.get(name)
+    layers = _layers((PROTO / f"{name}_{kind}.prototxt").read_text())
+    if m.branches == "2ch":
+        assert not any(n.endswith("_p") for n, _, _ in layers)
+        assert 'bottom: "stack"' in dict((n, b) for n, _, b in layers)["conv1"]
+        return
     a, b = _branch(layers, ""), _branch(layers, "_p")
+    if m.branches == "pseudo":
+        assert all('_p_w" }' in x for x in b if 'param { name' in x)
+        b = [re.sub(r'param \{ name: "(\w+)_p_(w|b)" \}', r'param { name: "\1_\2" }', x) for x in b]
     assert a == [re.sub(r'bottom: "b"', 'bottom: "a"', x) for x in b]
 
 
@@ -57,7 +71,7 @@ def test_twins_share_the_branch_definition(name):
     m = models.get(name)
     tv = _layers(m.train_val.read_text())
     dp = _layers(m.deploy.read_text())
-    for s in ("", "_p"):
+    for s in _suffixes(m):
         assert _branch(tv, s) == _branch(dp, s)
     tvd = {n: blk for n, _, blk in tv}
     dpd = {n: blk for n, _, blk in dp}
@@ -83,8 +97,12 @@ def test_solver_has_paper_hyperparameters():
 @pytest.mark.parametrize("hw,expect", [((16, 16), (1, 1)), ((17, 23), (2, 5)), ((520, 520), (253, 253)),
                                        ((31, 32), (9, 9))])
 def test_deploy_score_shape(caffe, name, hw, expect):
-    """(ceil(H/2) - 7, ceil(W/2) - 7): stated in Liu et al. 2017 Sec. 3.3.1 for the 16x16 patch at stride 2."""
+    """(ceil(H/2) - 7, ceil(W/2) - 7): stated in Liu et al. 2017 Sec. 3.3.1 for the 16x16 patch at stride 2
+    (ceil(H/2) - 3 for the 8x8 patch of the ablation net)."""
     m = models.get(name)
+    if min(hw) < m.patch:
+        pytest.skip(f"smaller than {name}'s patch")
+    expect = tuple(e + 8 - m.head for e in expect)      # the 8x8 head of the 16x16 patch, or the model's own
     assert m.score_shape(*hw) == expect
     net = caffe.Net(str(m.deploy), caffe.TEST)
     net.blobs["a"].reshape(1, m.in_channels, *hw)
@@ -100,20 +118,25 @@ def test_train_val_parses_and_branches_share_blobs(caffe, name):
     m = models.get(name)
     net = train_input_net(m)
     assert net.blobs["a"].data.shape[1] == m.in_channels
-    assert net.blobs["concat"].data.shape == (1, 512, 8, 8)
-    for name in ("conv1", "conv2", "conv3"):
+    maps = 1 if m.branches == "2ch" else 2
+    assert net.blobs["conv3" if maps == 1 else "concat"].data.shape == (1, 256 * maps, m.head, m.head)
+    if m.branches == "2ch":
+        assert net.params["conv1"][0].data.shape[1] == 2 * m.in_channels and "conv1_p" not in net.params
+    for name in ("conv1", "conv2", "conv3") if maps == 2 else ():
         pa, pb = net.params[name], net.params[name + "_p"]
         for x, y in zip(pa, pb):
+            y.data[...] = 0.5
             x.data[...] = 0.25
-            assert np.all(y.data == 0.25)          # one update moves both: same memory
-    assert net.params["fc1"][0].data.shape == (256, 32768)
+            # siamese: one update moves both (same memory); pseudo-siamese: weights of their own
+            assert np.all(y.data == (0.25 if m.branches == "siamese" else 0.5))
+    assert net.params["fc1"][0].data.shape == (256, 256 * maps * m.head ** 2)
     assert len(net.params["fc1"]) == 1 and len(net.params["fc2"]) == 1   # no biases
 
 
 @pytest.mark.parametrize("name", NETS)
 def test_export_equivalence_on_16x16_pairs(caffe, tmp_path, name):
-    """Exported deploy prob == train net softmax on isolated 16x16 pairs (sub-band pairs for the wavelet nets;
-    random weights)."""
+    """Exported deploy prob == train net softmax on isolated patch pairs (sub-band pairs for the wavelet nets;
+    random weights; every branch layout)."""
     from pyfusion.export import export_deploy, train_input_net
 
     m = models.get(name)
@@ -129,16 +152,17 @@ def test_export_equivalence_on_16x16_pairs(caffe, tmp_path, name):
     meta = export_deploy(snap, tmp_path / "deploy.caffemodel", net=name)
     assert meta["iteration"] == 7 and len(meta["sha256"]) == 64 and meta["net"] == name
     dn = caffe.Net(str(m.deploy), str(tmp_path / "deploy.caffemodel"), caffe.TEST)
-    pair = rng.random((20, 2 * c, 16, 16)).astype(np.float32)
-    tn.blobs[m.data_top].reshape(20, 2 * c, 16, 16)
+    p = m.patch
+    pair = rng.random((20, 2 * c, p, p)).astype(np.float32)
+    tn.blobs[m.data_top].reshape(20, 2 * c, p, p)
     tn.blobs["label"].reshape(20)
     tn.blobs[m.data_top].data[...] = pair
     tn.forward()
     logits = tn.blobs["fc2"].data
     soft = np.exp(logits - logits.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
-    dn.blobs["a"].reshape(20, c, 16, 16)
-    dn.blobs["b"].reshape(20, c, 16, 16)
+    dn.blobs["a"].reshape(20, c, p, p)
+    dn.blobs["b"].reshape(20, c, p, p)
     dn.blobs["a"].data[...] = pair[:, :c]
     dn.blobs["b"].data[...] = pair[:, c:]
     prob = dn.forward()["prob"][:, :, 0, 0]

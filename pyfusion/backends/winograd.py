@@ -201,37 +201,56 @@ class Net:
         if lib is None:
             raise RuntimeError(why)
         self.lib, self.threads = lib, int(threads)
-        w1 = np.asarray(params["conv1_w"], np.float32)                     # (64, C0, 3, 3)
-        if w1.ndim != 4 or w1.shape[2:] != (3, 3):
-            raise ValueError(f"conv1_w {w1.shape}: expected (C1, C0, 3, 3)")
-        self.c1, self.in_channels = w1.shape[:2]
-        # (9 C0, C1): tap-major, then input channel (for C0 = 1 the (9, 64) matrix of the grayscale kernels)
-        self.w1 = np.ascontiguousarray(w1.transpose(2, 3, 1, 0).reshape(9 * self.in_channels, self.c1))
-        self.b1 = np.ascontiguousarray(params["conv1_b"], np.float32)
-        self.convs = []
-        for name in ("conv2", "conv3"):
-            w = np.asarray(params[f"{name}_w"], np.float32)
-            self.convs.append((w.shape[1], w.shape[0], pack_panels(transform_filter(w)),
-                               np.ascontiguousarray(params[f"{name}_b"], np.float32)))
-        taps = np.asarray(params["head_taps_w"], np.float32)              # (K*K taps, 2*C3, 1, 1)
+        # branch layout (pyfusion.onnx_export): pseudo-siamese nets carry branch B's own conv*_p weights; a
+        # 2-channel net's head reads one trunk (C3 rows of head taps instead of 2 C3) fed both sources' channels
+        self.branches = "pseudo" if "conv1_p_w" in params else "siamese"
+        self.trunks = [self._trunk(params, "")]
+        if self.branches == "pseudo":
+            self.trunks.append(self._trunk(params, "_p"))
+        self.c1, c0 = self.trunks[0][0].shape[1], self.trunks[0][2]
+        taps = np.asarray(params["head_taps_w"], np.float32)              # (K*K taps, maps*C3, 1, 1)
         self.kk = taps.shape[0]
         self.k = int(round(self.kk ** 0.5))
         if self.k * self.k != self.kk or self.kk % 16:
             raise ValueError(f"head_taps_w has {self.kk} taps: need K*K taps, a multiple of 16 (K = 4, 8, ...)")
-        c3 = self.convs[-1][1]
-        if taps.size != self.kk * 2 * c3:
+        c3 = self.trunks[0][3][1][1]
+        if taps.size == self.kk * c3 and self.branches == "siamese":
+            self.branches = "2ch"
+        elif taps.size != self.kk * 2 * c3:
             raise ValueError(f"head_taps_w {taps.shape} does not fit conv3's {c3} channels")
-        t = taps.reshape(self.kk, 2 * c3).T                               # (2*C3, K*K)
-        self.head = [pack_panels(np.ascontiguousarray(t[:c3])), pack_panels(np.ascontiguousarray(t[c3:]))]
-        # the antisymmetric head (A - B)/2 of one frame (:meth:`frame_scores`), from the float32 halves in float64
-        self.head_frame = pack_panels((t[:c3].astype(np.float64) - t[c3:].astype(np.float64)) / 2)
+        #: channels of each source (a 2-channel net's conv1 takes both sources' channels)
+        self.in_channels = c0 // 2 if self.branches == "2ch" else c0
+        t = taps.reshape(self.kk, -1).T                                   # (maps*C3, K*K)
+        if self.branches == "2ch":
+            self.head = [pack_panels(np.ascontiguousarray(t))]
+        else:
+            self.head = [pack_panels(np.ascontiguousarray(t[:c3])), pack_panels(np.ascontiguousarray(t[c3:]))]
+            # the antisymmetric head (A - B)/2 of one frame (:meth:`frame_scores`), from the float32 halves in float64
+            self.head_frame = pack_panels((t[:c3].astype(np.float64) - t[c3:].astype(np.float64)) / 2)
         bias = np.asarray(params.get("head_bias", 0.0), np.float32)
         if bias.size != 1:
             raise ValueError(f"head_bias {bias.shape}: expected a scalar")
         self.head_bias = float(bias.reshape(()))                          # a float32 value
-        if self.c1 % 8 or self.convs[0][0] != self.c1 or self.convs[1][0] != self.convs[0][1] \
-                or self.b1.shape != (self.c1,) or self.convs[0][1] % 16 or c3 % 16:
+
+    def _trunk(self, params: dict, suffix: str) -> tuple:
+        """One branch's trunk: ``(w1 (9 C0, C1), b1, C0, convs)`` with ``convs`` = ``(cin, cout, U, b)`` of conv2
+        and conv3 in Winograd form."""
+        w1 = np.asarray(params[f"conv1{suffix}_w"], np.float32)           # (64, C0, 3, 3)
+        if w1.ndim != 4 or w1.shape[2:] != (3, 3):
+            raise ValueError(f"conv1{suffix}_w {w1.shape}: expected (C1, C0, 3, 3)")
+        c1, c0 = w1.shape[:2]
+        # (9 C0, C1): tap-major, then input channel (for C0 = 1 the (9, 64) matrix of the grayscale kernels)
+        w = np.ascontiguousarray(w1.transpose(2, 3, 1, 0).reshape(9 * c0, c1))
+        b1 = np.ascontiguousarray(params[f"conv1{suffix}_b"], np.float32)
+        convs = []
+        for name in ("conv2", "conv3"):
+            wc = np.asarray(params[f"{name}{suffix}_w"], np.float32)
+            convs.append((wc.shape[1], wc.shape[0], pack_panels(transform_filter(wc)),
+                          np.ascontiguousarray(params[f"{name}{suffix}_b"], np.float32)))
+        if c1 % 8 or convs[0][0] != c1 or convs[1][0] != convs[0][1] or b1.shape != (c1,) or convs[0][1] % 16 \
+                or convs[1][1] % 16:
             raise ValueError("unexpected layer sizes in the ONNX model")
+        return w, b1, c0, convs
 
     def _source(self, img, name: str) -> np.ndarray:
         """``img`` as a C-contiguous float32 (H, W) or (H, W, C0) array; ValueError when C0 does not fit conv1."""
@@ -244,20 +263,32 @@ class Net:
                              f"{self.in_channels}")
         return np.ascontiguousarray(img, np.float32)
 
-    def features(self, img: np.ndarray) -> np.ndarray:
-        """conv3 maps (ceil(H/2), ceil(W/2), C3) of one source ``img`` (H, W) or (H, W, C0) float32."""
-        img = self._source(img, "img")
+    def features(self, img: np.ndarray, *, branch: int = 0) -> np.ndarray:
+        """conv3 maps (ceil(H/2), ceil(W/2), C3) of one trunk input ``img`` (H, W) or (H, W, C0) float32: a source
+        through branch ``branch``'s trunk (a 2-channel net: the (H, W, 2 C0) stack of both sources)."""
+        w1, b1, c0, convs = self.trunks[branch]
+        img = np.ascontiguousarray(img, np.float32)
+        if (1 if img.ndim == 2 else img.shape[2]) != c0:
+            raise ValueError(f"img has shape {img.shape}; the trunk's conv1 takes {c0} channel(s)")
         h, w = img.shape[:2]
         lib, n = self.lib, self.threads
         x = np.empty((h, w, self.c1), np.float32)
-        lib.conv1_relu(_ptr(img), h, w, self.in_channels, _ptr(self.w1), _ptr(self.b1), self.c1, _ptr(x), n)
-        for pool, (cin, cout, u, b) in zip((1, 0), self.convs):
+        lib.conv1_relu(_ptr(img), h, w, c0, _ptr(w1), _ptr(b1), self.c1, _ptr(x), n)
+        for pool, (cin, cout, u, b) in zip((1, 0), convs):
             ho, wo = ((h + 1) // 2, (w + 1) // 2) if pool else (h, w)
             y = np.empty((ho, wo, cout), np.float32)
             if lib.wino_conv_relu(_ptr(x), h, w, cin, cout, _ptr(u), _ptr(b), pool, _ptr(y), n):
                 raise MemoryError("winograd backend: could not allocate its tile buffers")
             x, (h, w) = y, (ho, wo)
         return x
+
+    def _inputs(self, a, b) -> list:
+        """``[(trunk input, trunk index, head index)]`` of a pair: each source through its branch, or the
+        channel stack of both through a 2-channel net's one trunk."""
+        if self.branches == "2ch":
+            stack = np.concatenate([x.reshape(*x.shape[:2], -1) for x in (a, b)], axis=2)
+            return [(np.ascontiguousarray(stack), 0, 0)]
+        return [(a, 0, 0), (b, len(self.trunks) - 1, 1)]
 
     def _score_shape(self, a, b) -> tuple[int, int, int, int]:
         if a.shape != b.shape:
@@ -278,19 +309,25 @@ class Net:
         """
         a, b = self._source(a, "a"), self._source(b, "b")
         h, w, hp, wp = self._score_shape(a, b)
-        lib, n = self.lib, self.threads
-        (c1, c2, u2, b2), (_, c3, u3, b3) = self.convs
-        pooled = np.empty((hp, wp, c2), np.float32)
         taps = np.empty((hp, wp, self.kk), np.float32)
-        for i, (img, head) in enumerate(zip((a, b), self.head)):
-            if lib.conv12_pool(_ptr(img), h, w, self.in_channels, _ptr(self.w1), _ptr(self.b1), c1, c2, _ptr(u2),
-                               _ptr(b2), _ptr(pooled), n) or \
-               lib.conv3_taps(_ptr(pooled), hp, wp, c2, c3, _ptr(u3), _ptr(b3), _ptr(head), self.kk, i,
-                              _ptr(taps), n):
-                raise MemoryError("winograd backend: could not allocate its tile buffers")
+        for i, (img, trunk, head) in enumerate(self._inputs(a, b)):
+            self._trunk_taps(img, self.trunks[trunk], self.head[head], taps, accumulate=i)
         out = np.empty((hp - self.k + 1, wp - self.k + 1), np.float32)
-        lib.head_sum(_ptr(taps), hp, wp, self.k, self.head_bias, _ptr(out), n)
+        self.lib.head_sum(_ptr(taps), hp, wp, self.k, self.head_bias, _ptr(out), self.threads)
         return out
+
+    def _trunk_taps(self, img, trunk, head, taps, *, accumulate: int) -> None:
+        """conv1..conv3 of ``img`` through ``trunk`` and its head products into ``taps`` (added when
+        ``accumulate``), by the fused kernels."""
+        w1, b1, c0, ((c1, c2, u2, b2), (_, c3, u3, b3)) = trunk
+        h, w = img.shape[:2]
+        hp, wp = (h + 1) // 2, (w + 1) // 2
+        lib, n = self.lib, self.threads
+        pooled = np.empty((hp, wp, c2), np.float32)
+        if lib.conv12_pool(_ptr(img), h, w, c0, _ptr(w1), _ptr(b1), c1, c2, _ptr(u2), _ptr(b2), _ptr(pooled), n) or \
+           lib.conv3_taps(_ptr(pooled), hp, wp, c2, c3, _ptr(u3), _ptr(b3), _ptr(head), self.kk, int(accumulate),
+                          _ptr(taps), n):
+            raise MemoryError("winograd backend: could not allocate its tile buffers")
 
     def frame_scores(self, img: np.ndarray) -> np.ndarray:
         """Per-frame focus score ``s = (u - v) / 2`` of one source ``img`` (H, W) or (H, W, C0): float32
@@ -301,20 +338,15 @@ class Net:
         one source gives ``s`` with ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))``. One trunk pass (the same
         fused kernels as :meth:`__call__`, one source), then the head's sum without the sigmoid.
         """
+        if self.branches != "siamese":
+            raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
+                                      f"linear in each); this one is {self.branches}: fuse in series")
         img = self._source(img, "img")
         h, w, hp, wp = self._score_shape(img, img)
-        lib, n = self.lib, self.threads
-        (c1, c2, u2, b2), (_, c3, u3, b3) = self.convs
-        pooled = np.empty((hp, wp, c2), np.float32)
         taps = np.empty((hp, wp, self.kk), np.float32)
-        if lib.conv12_pool(_ptr(img), h, w, self.in_channels, _ptr(self.w1), _ptr(self.b1), c1, c2, _ptr(u2),
-                           _ptr(b2), _ptr(pooled), n) or \
-           lib.conv3_taps(_ptr(pooled), hp, wp, c2, c3, _ptr(u3), _ptr(b3), _ptr(self.head_frame), self.kk, 0,
-                          _ptr(taps), n):
-            raise MemoryError("winograd backend: could not allocate its tile buffers")
-        del pooled
+        self._trunk_taps(img, self.trunks[0], self.head_frame, taps, accumulate=0)
         out = np.empty((hp - self.k + 1, wp - self.k + 1), np.float32)
-        lib.head_sum_linear(_ptr(taps), hp, wp, self.k, 0.0, _ptr(out), n)
+        self.lib.head_sum_linear(_ptr(taps), hp, wp, self.k, 0.0, _ptr(out), self.threads)
         return out
 
     def scores_unfused(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -322,9 +354,9 @@ class Net:
         a, b = self._source(a, "a"), self._source(b, "b")
         _, _, hp, wp = self._score_shape(a, b)
         taps = np.empty((hp * wp, self.kk), np.float32)
-        for i, (img, head) in enumerate(zip((a, b), self.head)):
-            f = self.features(img)
-            if self.lib.gemm_packed(hp * wp, self.kk, f.shape[2], _ptr(f), _ptr(head), _ptr(taps), i,
+        for i, (img, trunk, head) in enumerate(self._inputs(a, b)):
+            f = self.features(img, branch=trunk)
+            if self.lib.gemm_packed(hp * wp, self.kk, f.shape[2], _ptr(f), _ptr(self.head[head]), _ptr(taps), i,
                                     self.threads):
                 raise MemoryError("winograd backend: could not allocate the head's row buffer")
             del f
@@ -377,9 +409,10 @@ def runner(model, caffemodel, onnx, *, threads: int, gpu=None):
         raise RuntimeError(f"the winograd backend cannot run here: {why_unavailable()}")
     path = models.check_onnx(onnx, caffemodel)
     net = _cached_net(str(path), os.stat(path).st_mtime_ns, int(threads))
-    if net.in_channels != model.in_channels or net.k != model.head:
-        raise models.ModelError(f"{path}: conv1 takes {net.in_channels} channel(s) and the head is {net.k}x{net.k}; "
-                                f"model {model.name} has {model.in_channels} and {model.head}x{model.head}")
+    if net.in_channels != model.in_channels or net.k != model.head or net.branches != model.branches:
+        raise models.ModelError(f"{path}: a {net.branches} net of {net.in_channels} channel(s) per source, head "
+                                f"{net.k}x{net.k}; model {model.name} is {model.branches}, {model.in_channels}, "
+                                f"{model.head}x{model.head}")
     return net
 
 

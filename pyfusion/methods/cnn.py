@@ -164,7 +164,8 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
     """The CNN method on validated sources (one shape and dtype); see :func:`pyfusion.fuse` for the options.
 
     ``series``: None (default) fuses two sources pairwise and three or more in one pass
-    (:func:`pyfusion.methods.stack.fuse`), except with a pair ``score_fn`` (then in series); True: pairwise / in
+    (:func:`pyfusion.methods.stack.fuse`), except with a pair ``score_fn`` or a net that is not siamese (per-frame
+    scores need one trunk and a head linear in each branch: then in series); True: pairwise / in
     series, the paper's way; False: one pass, for two sources too. ``frame_fn(gray) -> scores`` replaces the
     net's per-frame scores of the one-pass method (as ``score_fn`` the pair scores).
 
@@ -172,7 +173,8 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
     (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
     over the pairs).
     """
-    one_pass = (len(images) >= 3 and score_fn is None) if series is None else not series
+    siamese = frame_fn is not None or models.resolve(model)[0].branches == "siamese"
+    one_pass = (len(images) >= 3 and score_fn is None and siamese) if series is None else not series
     if one_pass:
         if score_fn is not None:
             raise ValueError("score_fn scores pairs; the one-pass method (series=False) takes frame_fn")
