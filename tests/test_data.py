@@ -139,3 +139,11 @@ def test_hdf5_shard_feeds_caffe(caffe, image_dir, tmp_path):
     with h5py.File((tmp_path / "d" / "list.txt").read_text().split()[0], "r") as h:
         np.testing.assert_array_equal(net.blobs["pair"].data, h["pair"][:16])
         np.testing.assert_array_equal(net.blobs["label"].data, h["label"][:16])
+
+
+@pytest.mark.parametrize("net,levels,patch", [("cnn_blur3", 3, 16), ("cnn_patch8", 5, 8)])
+def test_make_dataset_follows_the_ablation_recipes(image_dir, tmp_path, net, levels, patch):
+    man = data.make_dataset([image_dir], tmp_path / net, examples=60, seed=3, net=net, progress=False)
+    assert man["recipe"]["blur"]["levels"] == levels and man["recipe"]["patch"] == patch
+    with h5py.File(tmp_path / net / man["shards"][0]["file"], "r") as h:
+        assert h["pair"].shape[1:] == (2, patch, patch)

@@ -410,9 +410,9 @@ def runner(model, caffemodel, onnx, *, threads: int, gpu=None):
     path = models.check_onnx(onnx, caffemodel)
     net = _cached_net(str(path), os.stat(path).st_mtime_ns, int(threads))
     if net.in_channels != model.in_channels or net.k != model.head or net.branches != model.branches:
-        raise models.ModelError(f"{path}: a {net.branches} net of {net.in_channels} channel(s) per source, head "
-                                f"{net.k}x{net.k}; model {model.name} is {model.branches}, {model.in_channels}, "
-                                f"{model.head}x{model.head}")
+        raise models.ModelError(f"{path}: conv1 takes {net.in_channels} channel(s) per source, the head is "
+                                f"{net.k}x{net.k}, the branches {net.branches}; model {model.name} has "
+                                f"{model.in_channels}, {model.head}x{model.head}, {model.branches}")
     return net
 
 
