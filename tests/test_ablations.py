@@ -1,7 +1,10 @@
 """The ablation variants: each is a registry entry whose recipe the data tools follow; the common validation
 set of the 8x8 net is the baseline's pairs, centre-cropped."""
+import json
+
 import h5py
 import numpy as np
+import pytest
 from pyfusion import ablations, models
 
 
@@ -38,3 +41,29 @@ def test_read_log(tmp_path):
                                       "0.99,10.5\n")
     assert ablations.read_log(tmp_path) == [{"iter": 250.0, "examples": 32000.0, "lr": 0.001, "train_loss": 0.3,
                                              "val_loss": 0.1, "val_acc": 0.99, "wall_s": 10.5}]
+
+
+@pytest.mark.parametrize("branches,head", [("siamese", 4), ("pseudo", 8), ("2ch", 8)])
+def test_the_cnn_method_runs_any_registered_geometry(winograd, tmp_path, monkeypatch, branches, head):
+    """fuse(method="cnn", model=...) takes the net's patch, stride and score-map shape from its registry entry
+    (an 8x8-patch net has a larger score map than the 16x16 one), and fuses three sources in series when the
+    net is not siamese (per-frame scores need a siamese net)."""
+    from helpers import pair, random_params
+
+    from pyfusion import fuse
+    from pyfusion.onnx_export import build_onnx
+    from pyfusion.util import sha256_file
+
+    m = models.Model("toy", "toy", "a test net", patch=2 * head, branches=branches, root=tmp_path)
+    monkeypatch.setitem(models.MODELS, "toy", m)
+    m.onnx.parent.mkdir()
+    m.onnx.write_bytes(build_onnx(random_params(seed=2, head=head, branches=branches)).SerializeToString())
+    (tmp_path / "models" / "toy.onnx.json").write_text(json.dumps({"net": "toy", "sha256": sha256_file(m.onnx)}))
+    a, b = pair(48, 52, seed=1)
+    r = fuse([a, b], model="toy")
+    assert r.score_map.shape == m.score_shape(48, 52) and r.fused.shape == a.shape
+    three = fuse([a, b, a], model="toy")
+    assert three.fused.shape == a.shape
+    if branches != "siamese":
+        with pytest.raises(NotImplementedError, match="siamese"):
+            fuse([a, b, a], model="toy", series=False)

@@ -128,14 +128,16 @@ def check_scores(scores, expected) -> np.ndarray:
     return scores.astype(np.float64)
 
 
-def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, threads, timings, **steps):
-    """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
+def _fuse_pair(a: np.ndarray, b: np.ndarray, score_fn, *, geometry, threads, timings, **steps):
+    """Fuse two [0, 1] float64 images with the scores of a net of ``geometry`` (a :class:`pyfusion.models.Model`:
+    its score-map shape, patch and stride); return the float64 fused image and the maps."""
     tick = Stopwatch(timings)
     gray_a, gray_b = to_gray(a), to_gray(b)
     scores = check_scores(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)),
-                          models.get("cnn").score_shape(*gray_a.shape))
+                          geometry.score_shape(*gray_a.shape))
     tick("score_map")
-    maps = decision_maps(scores, gray_a, gray_b, threads=threads, tick=tick, **steps)
+    maps = decision_maps(scores, gray_a, gray_b, threads=threads, tick=tick, patch=geometry.patch,
+                         stride=geometry.stride, **steps)
     fused = weighted_average(a, b, maps["decision_map"])
     tick("fused")
     return fused, maps
@@ -173,7 +175,8 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
     (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
     over the pairs).
     """
-    siamese = frame_fn is not None or models.resolve(model)[0].branches == "siamese"
+    geometry = models.resolve(model)[0]   # the net's (the shipped cnn's with a score_fn or frame_fn)
+    siamese = frame_fn is not None or geometry.branches == "siamese"
     one_pass = (len(images) >= 3 and score_fn is None and siamese) if series is None else not series
     if one_pass:
         if score_fn is not None:
@@ -192,5 +195,6 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
         score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
-    opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads)
+    opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads,
+                geometry=geometry)
     return in_series(images, lambda a, b, timings: _fuse_pair(a, b, score_fn, timings=timings, **opts), STAGES)
