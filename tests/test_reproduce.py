@@ -61,3 +61,172 @@ def test_survey_pairs_lists_all_30(shared_data):
     pairs = survey_pairs(shared_data / "mfif")
     assert len(pairs) == 30
     assert all(p.exists() for _, a, b, r in pairs for p in (a, b, r))
+
+
+# ------------------------------------------------------------------------------ make reproduce (the report)
+def _tool(name):
+    """tools/NAME.py as a module (its main(argv) is what `make reproduce` runs)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _md_tables(text):
+    """{heading: [[cell, ...], ...]} of the first table under each '## ' heading of a markdown text (header row
+    first, the |---| row left out)."""
+    out, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:].strip()
+        elif line.startswith("|") and heading is not None:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(set(c) <= set("-:") for c in cells):
+                continue
+            out.setdefault(heading, []).append(cells)
+        elif not line.strip() and heading in out:
+            heading = None  # only the first table of a section
+    return out
+
+
+def _num(cell):
+    return float(cell.strip("*"))
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_pool_keeps_means_and_the_largest_difference():
+    from pyfusion.figures import pool
+
+    x = np.arange(16.0).reshape(4, 4)
+    np.testing.assert_array_equal(pool(x, 2), [[2.5, 4.5], [10.5, 12.5]])
+    d = np.zeros((3, 3, 3))
+    d[0, 1, 0], d[1, 0, 0], d[2, 2, 2] = 5.0, -7.0, 3.0
+    p = pool(d, 2, how="maxabs")                       # 3x3 padded to 4x4 by the edge
+    assert p.shape == (2, 2, 3) and p[0, 0, 0] == -7.0 and p[1, 1, 2] == 3.0 and p[0, 1, 0] == 0.0
+
+
+def test_ranks_and_best_marks_judge_at_the_printed_precision():
+    from pyfusion.reproduce import _table, ranks
+
+    rows = {"published": {"A": {"QMI": 1.0, "QCV": 20.0}, "B": {"QMI": 0.9, "QCV": 10.0}},
+            "ours": {"x": {"QMI": 1.00004, "QCV": 15.0}}, "check": {"c": {"QMI": 2.0, "QCV": 1.0}}}
+    r = ranks(rows)["x"]
+    assert r["QMI"] == {"rank": 1, "of": 3, "delta": 0.0, "best": "A"}          # a tie at 4 decimals
+    assert r["QCV"] == {"rank": 2, "of": 3, "delta": -5.0, "best": "B"}         # lower is better
+    lines = _table(rows)
+    assert lines[2] == "| A | **1.0000** | 20.0000 |" and lines[3] == "| B | 0.9000 | **10.0000** |"
+    assert lines[4] == "| **ours: `x`** | **1.0000** | 15.0000 |"
+    assert lines[5] == "| check: c | 2.0000 | 1.0000 |"                         # never marked, never ranked
+
+
+def test_report_refuses_a_doc_without_markers(tmp_path):
+    from pyfusion.reproduce import check_doc, doc_text
+
+    doc = tmp_path / "r.md"
+    assert check_doc(doc) is None and doc_text(doc, "T").splitlines()[2] == "T"
+    doc.write_text("# hand-written\n")
+    assert "refusing" in check_doc(doc)
+    doc.write_text(doc_text(tmp_path / "new.md", "old") .replace("<!--", "intro\n<!--", 1) + "outro\n")
+    assert doc_text(doc, "new") == "intro\n<!-- reproduce:table:start -->\n\nnew\n\n<!-- reproduce:table:end -->\noutro\n"
+    assert _tool("reproduce").main(["--data", str(tmp_path), "--doc", str(tmp_path / "x.md"), "--quiet"]) == 2
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_make_reproduce_on_two_pairs(shared_data, tmp_path):
+    """`make reproduce`'s code path (tools/reproduce.py) on one grayscale and one colour pair: every output, the
+    tables' rows and columns, the check row against the published CNN values, valid small PNGs, the same bytes
+    when the tables and figures are made again."""
+    import json
+
+    from PIL import Image
+    from test_metrics import QCV_RTOL, TOL
+
+    from pyfusion.fusion import METHODS
+    from pyfusion.metrics import LOWER_IS_BETTER, METRICS
+
+    data = shared_data / "mfif"
+    pairs = ["c_01", "g_10"]
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    argv = ["--data", str(data), "--out", str(out), "--survey", str(docs / "results_survey.md"),
+            "--doc", str(docs / "reproduction.md"), "--figures", str(docs / "figures"), "--pairs", ",".join(pairs),
+            "--quiet"]
+    assert _tool("reproduce").main(argv) == 0
+
+    for m in METHODS:
+        assert all((out / m / f"{n}_ours-{m}.tif").is_file() for n in pairs)
+    meta = json.loads((data / "metrics.json").read_text())
+    published, metrics = meta["methods"], meta["metrics"]
+    assert metrics == list(METRICS)
+
+    # the survey's tables: 18 published rows, every method of ours, the check row; 8 metric columns
+    survey = (docs / "results_survey.md").read_text()
+    tables = _md_tables(survey)
+    expected = {"grayscale (1 pair)": ["g_10"], "colour (1 pair)": ["c_01"], "all (2 pairs)": pairs}
+    assert set(expected) <= set(tables)
+    check_label = "check: our metric code on the published CNN images"
+    for heading, images in expected.items():
+        head, *rows = tables[heading]
+        assert head == ["method"] + [f"{k} (lower better)" if k in LOWER_IS_BETTER else k for k in metrics]
+        labels = [r[0] for r in rows]
+        assert labels == published + [f"**ours: `{m}`**" for m in METHODS] + [check_label]
+        vals = {r[0]: [_num(c) for c in r[1:]] for r in rows}
+        for j, k in enumerate(metrics):
+            ranked = [v[j] for lab, v in vals.items() if lab != check_label]
+            best = (min if k in LOWER_IS_BETTER else max)(ranked)
+            bold = [lab for lab, r in zip(labels, rows) if r[1 + j].startswith("**")]
+            assert bold and all(vals[lab][j] == best for lab in bold), (heading, k)
+            assert not rows[-1][1 + j].startswith("**")
+            # the check row: our metric code on the authors' CNN images = the survey's per-image values
+            ref = np.mean([meta["datasets"]["color" if i.startswith("c") else "grayscale"]["per_image"]
+                           [published.index("CNN")][j][meta["datasets"]["color" if i.startswith("c") else
+                                                            "grayscale"]["images"].index(i)] for i in images])
+            got = vals[check_label][j]
+            if k == "QCV":
+                assert got == pytest.approx(ref, rel=QCV_RTOL, abs=5e-5), (heading, k)
+            else:
+                assert abs(got - ref) <= TOL + 5e-5, (heading, k, got, ref)       # + the 4-decimal rounding
+            assert vals["CNN"][j] == pytest.approx(ref, abs=5e-5)
+
+    # the numbers behind them, unrounded
+    res = json.loads((out / "results.json").read_text())
+    for label in ("grayscale", "colour", "all"):
+        check = res["tables"][label]["check"]["our metric code on the published CNN images"]
+        cnn = res["tables"][label]["published"]["CNN"]
+        for k in metrics:
+            if k == "QCV":
+                assert check[k] == pytest.approx(cnn[k], rel=QCV_RTOL)
+            else:
+                assert abs(check[k] - cnn[k]) <= TOL
+        assert set(res["tables"][label]["ours"]) == set(METHODS)
+
+    # ours vs the authors' images, between the markers
+    repro = (docs / "reproduction.md").read_text()
+    assert repro.count("<!-- reproduce:table:") == 2
+    rows = [line for line in repro.splitlines() if line.startswith("| c_01 ") or line.startswith("| g_10 ")]
+    assert len(rows) == 2 and all(len(r.strip("|").split("|")) == 6 for r in rows)
+    assert [r["image"] for r in res["comparison"]] == pairs
+    assert all(r["psnr_db"] > 40 and r["decision_agreement"] > 0.95 for r in res["comparison"])
+
+    # figures: valid PNGs, small, linked from the docs
+    figs = sorted((docs / "figures").iterdir())
+    assert [f.name for f in figs] == ["metrics_colour.png", "metrics_grayscale.png", "pair_c_01.png",
+                                      "pair_g_10.png"]
+    for f in figs:
+        raw = f.read_bytes()
+        assert raw[:8] == PNG_MAGIC and len(raw) <= 300_000, f
+        with Image.open(f) as im:
+            im.verify()
+        assert f"(figures/{f.name})" in (survey if f.name.startswith("metrics") else repro)
+
+    # deterministic: the tables and figures again, from the same fused images, are the same bytes
+    before = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    assert _tool("reproduce").main(argv + ["--resume"]) == 0
+    after = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    assert before.keys() == after.keys() and all(before[p] == after[p] for p in before)
