@@ -64,12 +64,12 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
     model : str or path, optional
         A registered model (default ``"cnn"``, the shipped net) or a weights file of one (``.caffemodel`` or
         ``.onnx``; its side-car names the net). Every file is checked against its side-car's sha256.
-    backend : {"winograd", "onnx", "caffe"}, optional
+    backend : {"winograd", "onnx", "caffe", "torch"}, optional
         Inference backend (default :func:`pyfusion.backends.default_backend`: the fastest that can run here).
     threads : int, optional
-        Threads of the winograd and onnx backends (default ``$PYFUSION_THREADS``, else every core).
+        Threads of the winograd, onnx and torch (CPU) backends (default ``$PYFUSION_THREADS``, else every core).
     gpu : int, optional
-        Run the Caffe backend on this GPU (a CUDA build of Caffe).
+        Run the caffe backend (a CUDA build of Caffe) or the torch backend (a CUDA build of torch) on this GPU.
     max_memory : int, optional
         Bytes the score-map stage may use (default :func:`pyfusion.tiling.default_max_memory`); picks the tile
         size.
@@ -90,8 +90,8 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
         raise ValueError(f"score_map needs two images of one shape, got {a.shape} and {b.shape}")
     name = backend or backends.default_backend(model, gpu=gpu)
     be = backends.get(name)
-    if gpu is not None and name != "caffe":
-        raise ValueError(f"gpu= runs the caffe backend, not {name!r}")
+    if gpu is not None and name not in ("caffe", "torch"):
+        raise ValueError(f"gpu= runs the caffe or torch backend, not {name!r}")
     run = be.runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
     return _tiled(m, be, a, b, run, tile=tile, max_memory=max_memory, progress=progress)
 
@@ -101,7 +101,7 @@ def frame_backends() -> tuple[str, ...]:
     return tuple(name for name in backends.BACKENDS if hasattr(backends.get(name), "frame_runner"))
 
 
-def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None, tile=None,
+def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, tile=None,
                  progress=False) -> np.ndarray:
     """Per-frame focus score of one source: the folded head's antisymmetric part, one trunk pass.
 
@@ -116,7 +116,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None
     ----------
     img : ndarray (H, W) or (H, W, C)
         One source as the net sees it (as ``a`` of :func:`score_map`).
-    model, threads, max_memory, tile, progress
+    model, threads, gpu, max_memory, tile, progress
         As :func:`score_map` (tiles are exact: bit-identical to the whole image with the winograd backend).
     backend : str, optional
         A backend of :func:`frame_backends` (today ``"winograd"``). Default: the default backend
@@ -137,7 +137,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None
     x = _source(m, img, "img")
     supported = frame_backends()
     if backend is None:
-        name = backends.default_backend(model)
+        name = backends.default_backend(model, gpu=gpu)
         if name not in supported:
             usable = [b for b in supported if backends.get(b).available()]
             if not usable:
@@ -150,7 +150,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, max_memory=None
     if name not in supported:
         raise NotImplementedError(f"backend {name!r} has no per-frame score path (frame_scores); use "
                                   f"{' or '.join(repr(b) for b in supported)}, or fuse in series (series=True)")
-    run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads))
+    run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
     # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
     return _tiled(m, be, x, x, lambda a_tile, _b_tile: run(a_tile), tile=tile, max_memory=max_memory,
                   progress=progress)

@@ -246,9 +246,28 @@ def test_registered_toy_model_runs_on_every_backend(toy_model, winograd, onnxrun
     a, b = _pair(45, 61, seed=6, c=3)
     ref = net.score_map(a, b, model="toy", backend="caffe", tile=(10**6, 10**6))
     assert ref.shape == toy_model.score_shape(45, 61) and ref.std() > 0.01
-    for name in backends.BACKENDS:
+    for name in (n for n in backends.BACKENDS if n != "torch" or backends.get(n).available()):   # torch: optional
         for tile in ((10**6, 10**6), (5, 7), (11, 3)):
             got = net.score_map(a, b, model="toy", backend=name, tile=tile)
             assert np.abs(got - ref).max() <= 1e-5, (name, tile)
     # a weights file of the toy model resolves to its net through the side-car
     assert models.resolve(toy_model.caffemodel)[0] is toy_model
+
+
+def test_gpu_without_cuda_is_a_one_line_error(caffe, tmp_path):
+    """--gpu on a CPU-only pycaffe (and no CUDA build of torch): the message, not glog's abort of the process."""
+    import cv2
+
+    from pyfusion.backends import caffe as caffe_backend
+
+    if caffe_backend.has_cuda():
+        pytest.skip("this pycaffe was built with CUDA")
+    a, b = _pair(40, 44, seed=2)
+    paths = []
+    for i, img in enumerate((a, b)):
+        paths.append(str(tmp_path / f"s{i}.png"))
+        cv2.imwrite(paths[-1], (img * 255).astype(np.uint8))
+    r = subprocess.run([sys.executable, str(ROOT / "tools/fuse.py"), *paths, "-o", str(tmp_path / "f.png"),
+                        "--gpu", "0", "--backend", "caffe"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "built without CUDA" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "f.png").exists()

@@ -85,7 +85,7 @@ def test_other_backends_say_they_have_no_frame_path(backend):
 
     with pytest.raises(NotImplementedError, match="per-frame"):
         net.frame_scores(np.zeros((32, 32), np.float32), backend=backend)
-    assert net.frame_backends() == ("winograd",)
+    assert net.frame_backends() == ("winograd", "torch")
 
 
 def test_default_backend_without_a_frame_path_falls_back_to_winograd(winograd, asym_onnx, monkeypatch):

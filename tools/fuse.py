@@ -35,7 +35,7 @@ from pyfusion.io import FusionInputError, map_to_uint8, read_image, validate_ima
 
 PROG = "fuse"
 #: Method options of the command line: (option, keyword of the method's fuse()).
-METHOD_OPTIONS = (("--model", "model"), ("--backend", "backend"), ("--threads", "threads"),
+METHOD_OPTIONS = (("--model", "model"), ("--backend", "backend"), ("--threads", "threads"), ("--gpu", "gpu"),
                   ("--max-memory", "max_memory"), ("--region-ratio", "region_ratio"), ("--gf-radius", "gf_radius"),
                   ("--gf-eps", "gf_eps"), ("--threshold", "threshold"), ("--series", "series"))
 
@@ -59,8 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--model", help="registered model name or deploy weights file (default: the method's shipped "
                    "model, models/cnn_fusion.* for cnn)")
     p.add_argument("--backend", help="inference backend: winograd (fastest on a CPU), onnx (ONNX Runtime, CUDA where "
-                   "present) or caffe (the reference); default: the fastest available")
+                   "present), caffe (the reference) or torch (PyTorch, optional: pip install .[torch]; precision "
+                   "from $PYFUSION_TORCH_PRECISION); default: the fastest available")
     p.add_argument("--threads", type=int, metavar="N", help="threads (default $PYFUSION_THREADS, else every core)")
+    p.add_argument("--gpu", type=int, metavar="N", help="run the net on CUDA device N (backends torch or caffe: a "
+                   "CUDA build of either; default: the CPU)")
     p.add_argument("--max-memory", type=float, metavar="GB",
                    help="memory for the score map in GB (tiles the pair; default: a fraction of the free memory)")
     p.add_argument("--region-ratio", type=float, metavar="R",

@@ -10,7 +10,8 @@ Each backend module has
   position (:mod:`pyfusion.tiling`).
 
 Backends: ``winograd`` (C kernels, the fastest on a CPU), ``onnx`` (ONNX Runtime, CPU or CUDA), ``caffe`` (the
-reference; CPU or GPU).
+reference; CPU or GPU), ``torch`` (PyTorch, an optional dependency: ``pip install .[torch]``; CPU or CUDA GPU,
+fp32 / tf32 / fp16). Importing a backend module imports none of its dependencies.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import importlib.util
 
 from .. import models
 
-BACKENDS = ("winograd", "onnx", "caffe")
+BACKENDS = ("winograd", "onnx", "caffe", "torch")
 
 
 def get(name: str):
@@ -32,11 +33,17 @@ def get(name: str):
 def default_backend(model=None, *, gpu=None) -> str:
     """The fastest backend that can run ``model`` here.
 
-    ``gpu`` given: ``"caffe"`` (its GPU mode). Otherwise, when the model's ONNX twin exists: ``"onnx"`` if ONNX
-    Runtime has a CUDA provider, else ``"winograd"`` if its C kernels are built, else ``"onnx"`` if onnxruntime
-    imports. Else ``"caffe"``.
+    ``gpu`` given: ``"torch"`` when the model's ONNX twin exists and torch imports with CUDA (the folded head, and
+    Caffe's GPU build does not work yet), else ``"caffe"`` (its GPU mode). Otherwise, when the model's ONNX twin
+    exists: ``"onnx"`` if ONNX Runtime has a CUDA provider, else ``"winograd"`` if its C kernels are built, else
+    ``"onnx"`` if onnxruntime imports. Else ``"caffe"``. Never ``"torch"`` without a GPU, nor where torch does not
+    import (torch is imported only when ``gpu`` is given and it is installed).
     """
     if gpu is not None:
+        _, _, onnx = models.resolve(model)
+        if onnx.is_file() and importlib.util.find_spec("torch") is not None and \
+                importlib.util.find_spec("onnx") is not None and get("torch").has_cuda():
+            return "torch"
         return "caffe"
     _, _, onnx = models.resolve(model)
     if onnx.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from functools import lru_cache
+from pathlib import Path
 
 from .. import models
 from ..models import FC1_OUTPUTS, TRUNK_CHANNELS
@@ -52,6 +53,20 @@ def peak_bytes(model: models.Model, h: int, w: int) -> int:
     return 4 * (blobs + im2col)
 
 
+def has_cuda() -> bool:
+    """Whether the importable pycaffe was built with CUDA: it then maps the CUDA runtime into the process.
+
+    A CPU_ONLY build aborts the whole process (glog's fatal "Cannot use GPU in CPU-only Caffe") on
+    ``set_device``, so this is checked first. Where ``/proc/self/maps`` cannot be read, pycaffe's own API decides.
+    """
+    import caffe
+
+    try:
+        return "libcudart" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return hasattr(caffe, "set_device")
+
+
 @lru_cache(maxsize=4)
 def _net(deploy: str, weights: str, mtime: float, gpu):
     import caffe
@@ -59,8 +74,9 @@ def _net(deploy: str, weights: str, mtime: float, gpu):
     if gpu is None:
         caffe.set_mode_cpu()
     else:
-        if not hasattr(caffe, "set_device"):
-            raise RuntimeError("this pycaffe has no GPU support")
+        if not hasattr(caffe, "set_device") or not has_cuda():
+            raise RuntimeError(f"Caffe cannot use GPU {gpu}: this pycaffe was built without CUDA (CPU_ONLY); build "
+                               "it with `make caffe CUDA=1`, or use backend='torch' with a CUDA build of torch")
         try:
             caffe.set_device(int(gpu))
             caffe.set_mode_gpu()

@@ -87,12 +87,12 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
     return np.asarray(a, dtype=np.float64) * w + np.asarray(b, dtype=np.float64) * (1.0 - w)
 
 
-def net_score_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+def net_score_fn(model, backend, *, threads, max_memory, progress, gpu=None) -> Callable:
     """``score(a, b)``: :func:`pyfusion.net.score_map` of a registered model with these options."""
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
     def score(a, b):
-        return net.score_map(a, b, model=model, backend=backend, threads=threads, max_memory=max_memory,
+        return net.score_map(a, b, model=model, backend=backend, threads=threads, gpu=gpu, max_memory=max_memory,
                              progress=progress)
 
     return score
@@ -159,7 +159,7 @@ def in_series(images, fuse_pair, stages) -> tuple:
     return current, maps, {k: timings[k] for k in stages}
 
 
-def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,
+def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, progress=False,
          score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
          gf_eps: float = GF_EPS, threshold: float = THRESHOLD, series: bool | None = None,
          frame_fn: Callable | None = None):
@@ -186,13 +186,13 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
                              "the frame with the highest focus")
         from pyfusion.methods import stack
 
-        return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads,
+        return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
                           max_memory=max_memory, progress=progress, region_ratio=region_ratio, gf_radius=gf_radius,
                           gf_eps=gf_eps)
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
     if score_fn is None:
-        score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+        score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
     opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads,

@@ -150,17 +150,18 @@ def _check_scores(s, expected, k: int) -> np.ndarray:
     return s.astype(np.float64)
 
 
-def _net_frame_fn(model, backend, *, threads, max_memory, progress) -> Callable:
+def _net_frame_fn(model, backend, *, threads, max_memory, progress, gpu=None) -> Callable:
     from pyfusion import net  # imported lazily, as in the pairwise method
 
     def score(gray):
-        return net.frame_scores(gray, model=model, backend=backend, threads=threads, max_memory=max_memory,
+        return net.frame_scores(gray, model=model, backend=backend, threads=threads, gpu=gpu, max_memory=max_memory,
                                 progress=progress)
 
     return score
 
 
-def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, max_memory=None,
+def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
+         max_memory=None,
          progress=False, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
          patch: int | None = None, stride: int | None = None):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
@@ -188,7 +189,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     patch = m.patch if patch is None else patch
     stride = m.stride if stride is None else stride
     if frame_fn is None:
-        frame_fn = _net_frame_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+        frame_fn = _net_frame_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either frame_fn or model/backend/max_memory, not both")
     n = len(images)

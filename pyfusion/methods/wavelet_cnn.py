@@ -143,7 +143,7 @@ def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, 
     return fused, maps
 
 
-def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=None, threads=None,
+def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=None, threads=None, gpu=None,
          max_memory=None, progress=False, levels: int = 1, deep: str = "derive", bands: str = "separate",
          score_fns: tuple[Callable, Callable] | None = None, region_ratio: float = REGION_RATIO,
          gf_radius: int = GF_RADIUS_BANDS, gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
@@ -155,7 +155,7 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
         Validated sources, H, W >= 32.
     model_low, model_high : str or path, keyword-only
         The band nets (registered names or weights files of them).
-    backend, threads, max_memory, progress
+    backend, threads, gpu, max_memory, progress
         As for the ``cnn`` method (:func:`pyfusion.net.score_map`).
     levels : int, keyword-only
         DWT levels (default 1, the level the nets were trained on).
@@ -185,7 +185,7 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
     if bands not in ("separate", "joint"):
         raise ValueError(f"bands must be 'separate' or 'joint', got {bands!r}")
     if score_fns is None:
-        kw = dict(threads=threads, max_memory=max_memory, progress=progress)
+        kw = dict(threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
         score_fns = (net_score_fn(model_low, backend, **kw), net_score_fn(model_high, backend, **kw))
     min_side = MIN_SIZE * 2 ** (levels - 1) if deep == "net" else MIN_SIZE
     if min(images[0].shape[:2]) < min_side:
