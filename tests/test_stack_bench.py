@@ -1,0 +1,214 @@
+"""The focus-stack benchmark: the synthetic stack generator (pyfusion.synthetic), the benchmark and figure helpers
+(pyfusion.stackbench) and tools/stack_bench.py end to end on one tiny stack."""
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pyfusion import stackbench, synthetic
+from pyfusion.align import map_points
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100:196, 150:278])   # 96x128 RGB uint8, textured
+
+
+def _stack(photo, seed=0, frames=5, step=1.5):
+    return synthetic.make_stack(photo, np.random.default_rng([seed, 1]), frames=frames, step=step, name="t")
+
+
+# ------------------------------------------------------------------------------------------------- the generator
+def test_generator_is_deterministic(photo):
+    a, b, c = _stack(photo), _stack(photo), _stack(photo, seed=1)
+    for x, y in zip(a.frames + a.moved + (a.layers, a.depth), b.frames + b.moved + (b.layers, b.depth)):
+        assert np.array_equal(x, y)
+    assert all(np.array_equal(s, t) for s, t in zip(a.transforms, b.transforms))
+    assert not np.array_equal(a.layers, c.layers)
+
+
+def test_frames_are_sharp_on_their_layer_and_blurrier_with_depth_distance(photo):
+    s = _stack(photo, frames=4, step=2.0)
+    assert s.layers.dtype == np.int32 and set(np.unique(s.layers)) == set(range(4))
+    assert s.depth.min() == 0.0 and s.depth.max() == 1.0
+    for k, f in enumerate(s.frames):
+        assert f.dtype == np.uint8 and f.shape == photo.shape
+        on = s.layers == k
+        assert np.array_equal(f[on], photo[on])          # exactly the photo on its own layer
+        errors = [np.abs(f[s.layers == j].astype(float) - photo[s.layers == j]).mean() for j in range(4) if j != k]
+        dist = [abs(j - k) for j in range(4) if j != k]
+        assert min(errors) > 1.0                          # defocused elsewhere
+        # the frame equals the photo blurred by a disk of radius step * distance, layer by layer
+        for j, d in zip([j for j in range(4) if j != k], dist):
+            blurred = np.clip(np.round(synthetic.defocus(photo.astype(np.float64), 2.0 * d)), 0, 255)
+            assert np.array_equal(f[s.layers == j], blurred[s.layers == j].astype(np.uint8))
+
+
+def test_layer_shares_follow_the_drawn_shares():
+    for seed in range(5):
+        depth, labels = synthetic.depth_layers((60, 80), np.random.default_rng(seed), layers=6)
+        shares = np.bincount(labels.ravel(), minlength=6) / labels.size
+        assert shares.min() > 1 / 18 - 0.01 and shares.max() < 3 / 6 + 0.01
+        # layers are depth bands: layer k's depths all below layer k + 1's
+        assert all(depth[labels == k].max() <= depth[labels == k + 1].min() for k in range(5))
+
+
+def test_shake_moves_every_frame_but_the_reference_by_its_recorded_transform():
+    h, w = 80, 100
+    yy, xx = np.mgrid[0:h, 0:w]
+    spot = (20.0, 30.0)   # (x, y) of a Gaussian spot in every registered frame
+    frame = np.exp(-((xx - spot[0]) ** 2 + (yy - spot[1]) ** 2) / (2 * 2.0 ** 2)) * 200
+    frames = [np.round(frame).astype(np.uint8)] * 5
+    moved, transforms = synthetic.shake(frames, np.random.default_rng(3))
+    assert np.array_equal(moved[2], frames[2]) and np.array_equal(transforms[2], np.eye(2, 3))
+    scales = []
+    for m, t in zip(moved, transforms):
+        v = m.astype(np.float64)
+        centroid = np.array([(v * xx).sum(), (v * yy).sum()]) / v.sum()
+        assert np.abs(centroid - map_points(t, [spot])[0]).max() < 0.1
+        scales.append(np.sqrt(abs(np.linalg.det(t[:, :2]))))
+    shift = [np.abs(map_points(t, [[(w - 1) / 2, (h - 1) / 2]])[0] - [(w - 1) / 2, (h - 1) / 2]).max()
+             for t in transforms]
+    assert max(shift) <= synthetic.SHAKE_SHIFT * np.sqrt(2) / (1 - synthetic.SHAKE_BREATHING[1]) + 1e-9
+    zoom = abs(1 / scales[0] - 1)          # frame 0 is the farthest from the reference (index 2)
+    assert synthetic.SHAKE_BREATHING[0] - 1e-9 <= zoom <= synthetic.SHAKE_BREATHING[1] + 1e-9
+    assert np.all(np.diff(1 / np.array(scales)) * np.sign(1 / scales[-1] - 1) >= 0)   # monotone along the stack
+
+
+def test_make_pair_is_unchanged_by_the_shared_helpers(photo):
+    """make_pair and random_mask as they were before random_field/defocus were taken out of them."""
+    rng_new, rng_old = np.random.default_rng(7), np.random.default_rng(7)
+    p = synthetic.make_pair(photo, rng_new, radius=3, softness=2.0)
+    h, w = photo.shape[:2]
+    field = cv2.GaussianBlur(rng_old.standard_normal((h, w)), (0, 0), max(h, w) / 8, borderType=cv2.BORDER_REFLECT)
+    field += np.linspace(-1, 1, w)[None, :] * field.std() * rng_old.uniform(-2, 2)
+    m = (field > np.quantile(field, rng_old.uniform(0.3, 0.7))).astype(np.float64)
+    m = cv2.GaussianBlur(m, (0, 0), 2.0, borderType=cv2.BORDER_REFLECT)
+    s = photo.astype(np.float64)
+    blurred = cv2.filter2D(s, -1, synthetic.disk_kernel(3), borderType=cv2.BORDER_REFLECT)
+    a = np.clip(np.round(m[..., None] * s + (1 - m[..., None]) * blurred), 0, 255).astype(np.uint8)
+    assert np.array_equal(p.mask, m) and np.array_equal(p.a, a)
+
+
+def _photos(tmp_path, photo, n=2):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(n):
+        cv2.imwrite(str(folder / f"{k}.jpg"), cv2.cvtColor(np.roll(photo, 17 * k, axis=1), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_benchmark_stacks_cycle_and_stack_k_does_not_depend_on_the_count(tmp_path, photo):
+    folder = _photos(tmp_path, photo)
+    photos = sorted(folder.glob("*.jpg"))
+    three = list(synthetic.benchmark_stacks(photos, count=3, seed=4))
+    two = list(synthetic.benchmark_stacks(photos, count=2, seed=4))
+    assert [len(s.frames) for s in three] == list(synthetic.STACK_FRAMES[:3])
+    assert [s.step for s in three] == list(synthetic.STACK_STEPS[:3])
+    assert three[0].name == "00_0" and three[2].name == "02_0"
+    assert all(np.array_equal(x, y) for x, y in zip(three[1].moved, two[1].moved))
+    small = next(synthetic.benchmark_stacks(photos, count=1, crop=40))
+    assert small.sharp.shape == (40, 40, 3)
+
+
+def test_benchmark_stacks_on_bsds(shared_data):
+    photos = sorted((shared_data / "train/bsds500/val").glob("*.jpg"))
+    assert photos
+    s = next(synthetic.benchmark_stacks(photos, count=1))
+    assert s.sharp.shape[:2] in ((321, 481), (481, 321)) and len(s.frames) == synthetic.STACK_FRAMES[0]
+    for k, f in enumerate(s.frames):
+        assert np.array_equal(f[s.layers == k], s.sharp[s.layers == k])
+
+
+# -------------------------------------------------------------------------------------------- the helpers
+def test_pick_windows_takes_the_largest_sums_without_overlap():
+    e = np.zeros((100, 120))
+    e[10:30, 80:100] = 5.0
+    e[60:80, 10:30] = 3.0
+    got = stackbench.pick_windows(e, size=20, count=2)
+    assert got == [(80, 10, 20, 20), (10, 60, 20, 20)]
+    again = stackbench.pick_windows(e, size=20, count=1, taken=got)
+    assert all(not (x < a + 20 and a < x + 20 and y < b + 20 and b < y + 20) for x, y, _, _ in again
+               for a, b, _, _ in got)
+
+
+def test_replace_block_replaces_between_markers_or_appends(tmp_path):
+    doc = tmp_path / "d.md"
+    doc.write_text("# title\n\ntext\n")
+    stackbench.replace_block(doc, "x", "one")
+    stackbench.replace_block(doc, "x", "two")
+    text = doc.read_text()
+    assert text.startswith("# title\n\ntext\n") and "two" in text and "one" not in text
+    assert text.count("<!-- x:start -->") == 1 and text.count("<!-- x:end -->") == 1
+
+
+def test_encode_png_falls_back_to_a_palette_under_the_limit():
+    img = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    data, how = stackbench.encode_png(img, max_bytes=40_000)
+    assert len(data) <= 40_000 and "palette" in how
+    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert back.shape == img.shape
+    data, how = stackbench.encode_png(np.zeros((50, 50, 3), np.uint8), max_bytes=40_000)
+    assert how == "RGB"
+
+
+def test_agreement_registers_a_shifted_copy(photo):
+    from skimage import data
+
+    big = data.astronaut()
+    ours = np.ascontiguousarray(big[100:300, 100:300])
+    shift = np.array([[1.0, 0, 2.0], [0, 1.0, -3.0]])      # other(x) = big(x + (2, -3)) around the same window
+    other = cv2.warpAffine(big, shift, (512, 512), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    got = stackbench.agreement(ours, other, offset=(100, 100))
+    assert np.allclose(got["transform"], [[1, 0, -2], [0, 1, 3]], atol=0.05)
+    assert got["psnr"] > 35 and got["ours"].shape == got["other"].shape
+
+
+def test_comparison_figure_shape(photo):
+    depth = np.zeros(photo.shape, np.uint8)
+    fig = stackbench.comparison_figure([photo] * 3, depth, [(0, 0, 40, 40), (50, 40, 40, 40)],
+                                       captions=["a", "b"], names=["x", "y", "z"], thumb_width=100)
+    assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[1] >= 3 * 40 + 100
+    assert fig.shape[0] >= 2 * 40
+
+
+# -------------------------------------------------------------------------------------------- end to end
+def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monkeypatch):
+    import stack_bench
+
+    folder = _photos(tmp_path, photo, n=1)
+    out, doc = tmp_path / "bench.json", tmp_path / "stacks.md"
+    argv = ["--photos", str(folder), "--count", "1", "--crop", "96", "--fusers", "one-pass;series;dwt;enfuse",
+            "--json", str(out), "--doc", str(doc), "--no-progress"]
+    assert stack_bench.main(argv) == 0
+    rows = json.loads(out.read_text())["stacks"]
+    assert len(rows) == 1 and set(rows[0]["results"]) >= {"one-pass", "series", "dwt"}
+    r = rows[0]["results"]["one-pass"]
+    assert set(r) == set(stackbench.CONDITIONS)
+    assert r["registered"]["psnr"] > max(rows[0]["frame_psnr"])       # fusion beats every frame
+    assert 0 <= r["registered"]["depth_exact"] <= r["registered"]["depth_within_1"] <= 1
+    assert rows[0]["align"]["corner_error_px"] < 1.0
+    text = doc.read_text()
+    assert "<!-- stack_bench:start -->" in text and "| one-pass |" in text and "| series |" in text
+
+    def fail(*a, **k):
+        raise AssertionError("a finished stack was computed again")
+
+    monkeypatch.setattr(stackbench, "score_stack", fail)
+    assert stack_bench.main(argv) == 0                                  # resumes: nothing recomputed
+    assert json.loads(out.read_text())["stacks"] == rows
+
+
+def test_measure_command_reports_time_and_peak_memory():
+    touch = "x = bytearray(80_000_000); x[::4096] = b'1' * len(x[::4096])"
+    m = stackbench.measure_command([sys.executable, "-c", touch])
+    assert m["returncode"] == 0 and m["seconds"] > 0 and m["cpu_seconds"] >= 0
+    assert m["peak_bytes"] >= 80_000_000

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""The project's focus-stack benchmark: synthetic stacks with ground truth from BSDS500 val photos
+(pyfusion.synthetic.benchmark_stacks: a random smooth depth map cut into 3-8 layers, frame k sharp on layer k and
+disk-defocused elsewhere by its depth distance; a hand-held copy of every stack), fused by every N-frame fuser
+registered, hand-held with alignment and hand-held without, scored against the sharp photo (pyfusion.stackbench).
+
+    python tools/stack_bench.py --count 20 --seed 0 --doc docs/stacks.md
+
+Every stack's numbers go to --json after each stack; a rerun with the same configuration keeps the stacks
+already there (resumes), --fresh starts over. The summary (markdown) is printed and, with --doc, written between
+the lines <!-- stack_bench:start --> and <!-- stack_bench:end --> of that file (appended when it has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from pyfusion import stackbench, synthetic  # noqa: E402
+from pyfusion.io import write_atomic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PROG = "stack_bench"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"), help="sharp photos (*.jpg)")
+    ap.add_argument("--count", type=int, default=20, help="stacks (default 20)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the depth maps and the camera motion (default 0)")
+    ap.add_argument("--start", type=int, default=0, help="first photo in sorted order (default 0)")
+    ap.add_argument("--crop", type=int, help="cut the middle CROP x CROP of each photo (default: whole photos)")
+    ap.add_argument("--fusers", default=";".join(stackbench.FUSERS),
+                    help=f"semicolon-separated, from {', '.join(stackbench.FUSERS)} (default all; enfuse only where "
+                    "installed)")
+    ap.add_argument("--threads", type=int, default=1, help="threads per fusion (default 1)")
+    ap.add_argument("--json", type=Path, default=ROOT / "runs/stack_bench.json", help="per-stack results "
+                    "(default runs/stack_bench.json)")
+    ap.add_argument("--doc", type=Path, help="markdown file for the summary (between its stack_bench markers)")
+    ap.add_argument("--fresh", action="store_true", help="ignore the stacks already in --json")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    fusers = [f for f in args.fusers.split(";") if f]
+    unknown = [f for f in fusers if f not in stackbench.FUSERS]
+    if unknown:
+        ap.error(f"unknown fuser(s) {', '.join(unknown)}; choose from {', '.join(stackbench.FUSERS)}")
+    if args.count < 1 or args.threads < 1:
+        ap.error("--count and --threads must be >= 1")
+    args.fusers = fusers
+    return args
+
+
+def config_of(args, fusers) -> dict:
+    """What the results depend on (a rerun resumes only under the same configuration)."""
+    return {"photos": str(args.photos), "count": args.count, "seed": args.seed, "start": args.start, "crop": args.crop,
+            "fusers": fusers, "threads": args.threads, "stack_frames": list(synthetic.STACK_FRAMES),
+            "stack_steps": list(synthetic.STACK_STEPS), "shake": {"shift": synthetic.SHAKE_SHIFT,
+            "rotation": synthetic.SHAKE_ROTATION, "breathing": list(synthetic.SHAKE_BREATHING)}}
+
+
+def done_rows(path: Path, config: dict, fresh: bool) -> dict:
+    """Stack name -> row of an earlier run with the same configuration."""
+    if fresh or not path.is_file():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    return {r["stack"]: r for r in old.get("stacks", [])} if old.get("config") == config else {}
+
+
+def command_line(args) -> str:
+    parts = [f"python tools/stack_bench.py --count {args.count} --seed {args.seed}"]
+    parts += [f"--start {args.start}"] if args.start else []
+    parts += [f"--crop {args.crop}"] if args.crop else []
+    return " ".join(parts)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    if not photos:
+        print(f"{PROG}: error: no photos in {args.photos}", file=sys.stderr)
+        return 2
+    notes = []
+    fusers = list(args.fusers)
+    if "enfuse" in fusers and shutil.which("enfuse") is None:
+        fusers.remove("enfuse")
+        notes.append("enfuse: not run, the `enfuse` program (Enblend-Enfuse) is not installed on this machine")
+    config = config_of(args, fusers)
+    done = done_rows(args.json, config, args.fresh)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    stacks = synthetic.benchmark_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
+    for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
+        rows.append(done.get(stack.name) or stackbench.score_stack(stack, fusers, threads=args.threads))
+        write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
+    skipped = {f: why for r in rows for f, why in r["skipped"].items()}
+    notes += [f"{f}: skipped, {why}" for f, why in skipped.items()]
+    text = stackbench.summary(rows, command=command_line(args), notes=notes)
+    print(text)
+    if args.doc:
+        stackbench.replace_block(args.doc, "stack_bench", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
