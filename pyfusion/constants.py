@@ -9,6 +9,9 @@ STRIDE = 2            # score-map stride of the deploy net (one 2x2 max pool), [
 FC1_KERNEL = PATCH // STRIDE  # 8: fc1 seen as a convolution over the 8x8 pooled map
 THRESHOLD = 0.5       # focus map -> binary map, [Liu2017] Sec. 3.3.2 (Eq. 3)
 REGION_RATIO = 0.01   # small-region removal area threshold t = ratio * H * W, [Liu2017] Sec. 3.3.2
+# ... of the one-pass N-frame label map (not in the paper: its 0.01 removes thin true layers of a stack), chosen on
+# the synthetic tuning stacks (photos 50-59, seed 1; docs/stacks.md), not on the benchmark stacks
+REGION_RATIO_STACK = 0.003
 GF_RADIUS = 8         # guided filter radius r, [Liu2017] Sec. 3.3.3
 GF_EPS = 0.1          # guided filter regularisation eps (images in [0, 1]), [Liu2017] Sec. 3.3.3
 BLUR_SIGMA = 2.0      # Gaussian blur sigma for training data, [Liu2017] Sec. 3.2.2

@@ -13,7 +13,7 @@ Synthetic stacks (:func:`score_stack`), three conditions per fuser, each scored 
 
 Fusers (:data:`FUSERS`): ``one-pass`` (``fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`),
 ``series`` (``series=True``, the paper's ``((I1 + I2) + I3) + ...``), ``dwt`` (N sources at once),
-``wavelet-cnn`` (in series), ``one-pass r=0.001`` (one pass with a tenth of the small-region area), and
+``wavelet-cnn`` (in series), ``one-pass r=0.01`` (one pass with the paper's small-region area), and
 ``enfuse`` (Enblend-Enfuse's contrast-weighted hard-mask stacking, only where the ``enfuse`` program is
 installed; aligned by :func:`pyfusion.align.align`). A fuser that refuses N frames is recorded as skipped with
 its error.
@@ -38,10 +38,11 @@ __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "rep
            "pick_windows", "detail_energy", "agreement", "comparison_figure", "encode_png"]
 
 #: The N-frame fusers: label -> (method of :func:`pyfusion.fuse`, its options); ``enfuse`` is the external program.
-#: ``one-pass r=0.001``: one pass with a tenth of the paper's small-region area (0.01 H W), to show what the
-#: removal on the label map costs where true layers are small.
+#: ``one-pass r=0.01``: one pass with the paper's small-region area (0.01 H W) instead of the one-pass default
+#: (0.003 H W, ``constants.REGION_RATIO_STACK``, chosen on tuning stacks), to show what the removal on the label
+#: map costs where true layers are small.
 FUSERS = {"one-pass": ("cnn", {}), "series": ("cnn", {"series": True}), "dwt": ("dwt", {}),
-          "wavelet-cnn": ("wavelet-cnn", {}), "one-pass r=0.001": ("cnn", {"region_ratio": 0.001}),
+          "wavelet-cnn": ("wavelet-cnn", {}), "one-pass r=0.01": ("cnn", {"region_ratio": 0.01}),
           "enfuse": ("enfuse", {})}
 #: The conditions of :func:`score_stack` (module docstring).
 CONDITIONS = ("registered", "moved+align", "moved")

@@ -20,7 +20,7 @@ import runpy, sys, types
 import numpy as np
 from pyfusion.models import get as get_model
 net = types.ModuleType("pyfusion.net")
-def score_map(a, b, *, model=None, backend=None, threads=None, max_memory=None, progress=False):
+def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, progress=False):
     h, w = get_model("cnn").score_shape(*a.shape[:2])
     s = np.zeros((h, w), np.float32)
     for i in range(h):

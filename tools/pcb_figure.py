@@ -7,7 +7,8 @@ agreement only: neither is ground truth) in a figure of crops side by side and o
     python tools/pcb_figure.py --figure docs/figures/pcb.png --doc docs/stacks.md
 
 --variant OPTIONS fuses the stack a second time with these extra tools/fuse.py options (default
-"--region-ratio 0.001": a tenth of the paper's small-region area) and shows it beside. The crops: the two most
+"--region-ratio 0.01": the paper's small-region area, instead of the one-pass default 0.003) and shows it
+beside. The crops: the two most
 detailed regions of our result and the region where it differs most from the other tool's.
 
 Writes OUT/fused.png, OUT/depth.png (+ _index.png), OUT/run.json (command, CPU and wall seconds, peak memory),
@@ -47,9 +48,9 @@ def parse_args(argv=None):
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/figures/pcb.png", help="the figure (PNG)")
     ap.add_argument("--doc", type=Path, help="markdown file for the section (between its stack_pcb markers)")
     ap.add_argument("--threads", type=int, default=1, help="threads of the fusion (default 1)")
-    ap.add_argument("--variant", default="--region-ratio 0.001",
+    ap.add_argument("--variant", default="--region-ratio 0.01",
                     help="extra tools/fuse.py options of a second fusion shown beside ('' for none)")
-    ap.add_argument("--variant-label", default="ours, r=0.001", help="its name in the figure and the doc")
+    ap.add_argument("--variant-label", default="ours, r=0.01", help="its name in the figure and the doc")
     ap.add_argument("--crop-size", type=int, default=200, help="side of the crops in px, shown 1:1 (default 200)")
     ap.add_argument("--max-kb", type=int, default=400, help="largest figure size in KB (default 400)")
     ap.add_argument("--reuse", action="store_true", help="keep earlier fusions in --out")

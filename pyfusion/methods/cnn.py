@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, THRESHOLD
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
@@ -160,7 +160,7 @@ def in_series(images, fuse_pair, stages) -> tuple:
 
 
 def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, progress=False,
-         score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS,
+         score_fn: Callable | None = None, region_ratio: float | None = None, gf_radius: int = GF_RADIUS,
          gf_eps: float = GF_EPS, threshold: float = THRESHOLD, series: bool | None = None,
          frame_fn: Callable | None = None):
     """The CNN method on validated sources (one shape and dtype); see :func:`pyfusion.fuse` for the options.
@@ -169,7 +169,8 @@ def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory
     (:func:`pyfusion.methods.stack.fuse`), except with a pair ``score_fn`` or a net that is not siamese (per-frame
     scores need one trunk and a head linear in each branch: then in series); True: pairwise / in
     series, the paper's way; False: one pass, for two sources too. ``frame_fn(gray) -> scores`` replaces the
-    net's per-frame scores of the one-pass method (as ``score_fn`` the pair scores).
+    net's per-frame scores of the one-pass method (as ``score_fn`` the pair scores). ``region_ratio`` default: the
+    paper's 0.01 pairwise, ``constants.REGION_RATIO_STACK`` (0.003) in one pass.
 
     Returns ``(fused, maps, timings)``: the fused image in the sources' dtype, the maps of the first pair
     (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
@@ -187,7 +188,8 @@ def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory
         from pyfusion.methods import stack
 
         return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
-                          max_memory=max_memory, progress=progress, region_ratio=region_ratio, gf_radius=gf_radius,
+                          max_memory=max_memory, progress=progress,
+                          region_ratio=REGION_RATIO_STACK if region_ratio is None else region_ratio, gf_radius=gf_radius,
                           gf_eps=gf_eps)
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
@@ -195,6 +197,7 @@ def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory
         score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
-    opts = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold, threads=threads,
+    opts = dict(region_ratio=REGION_RATIO if region_ratio is None else region_ratio, gf_radius=gf_radius,
+                gf_eps=gf_eps, threshold=threshold, threads=threads,
                 geometry=geometry)
     return in_series(images, lambda a, b, timings: _fuse_pair(a, b, score_fn, timings=timings, **opts), STAGES)

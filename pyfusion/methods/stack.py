@@ -62,7 +62,7 @@ import numpy as np
 from scipy import ndimage
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK
 from pyfusion.focus import focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter
@@ -162,7 +162,7 @@ def _net_frame_fn(model, backend, *, threads, max_memory, progress, gpu=None) ->
 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
          max_memory=None,
-         progress=False, region_ratio: float = REGION_RATIO, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
+         progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
          patch: int | None = None, stride: int | None = None):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
 
@@ -175,7 +175,9 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         score-map shape out, larger = sharper; any monotone scale). Default: :func:`pyfusion.net.frame_scores`
         with ``model``, ``backend``, ``threads``, ``max_memory``, ``progress``.
     region_ratio, gf_radius, gf_eps
-        As the pairwise method (0.01, 8, 0.1).
+        As the pairwise method (8, 0.1 for the guided filter), except the small-region area: 0.003 H W
+        (``constants.REGION_RATIO_STACK``) instead of the paper's 0.01, whose regions are those of a two-region map
+        (the area was chosen on synthetic tuning stacks, docs/stacks.md).
     patch, stride : int, optional
         The net's patch and stride (default: the ``cnn`` model's geometry).
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Choose the one-pass method's small-region area on tuning stacks (not the benchmark's).
+
+    python tools/tune_stack_ratio.py --start 50 --seed 1 --count 10 --ratios 0.01,0.003,0.001,0.0003
+
+Registered synthetic stacks (pyfusion.synthetic.benchmark_stacks) from other photos and another seed than
+tools/stack_bench.py's benchmark (photos 0-19, seed 0): PSNR of series fusion (the paper's way, area 0.01) and of
+one-pass fusion with each area ratio. The rule (docs/stacks.md): the largest ratio with the best mean PSNR.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pyfusion import fuse, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"), help="sharp photos")
+    ap.add_argument("--start", type=int, default=50, help="first photo (default 50)")
+    ap.add_argument("--seed", type=int, default=1, help="seed (default 1)")
+    ap.add_argument("--count", type=int, default=10, help="stacks (default 10)")
+    ap.add_argument("--ratios", default="0.01,0.003,0.001,0.0003", help="comma-separated area ratios")
+    ap.add_argument("--json", default=str(ROOT / "runs/tune_stack_ratio.json"), help="per-stack results")
+    args = ap.parse_args(argv)
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    if not photos:
+        print(f"tune_stack_ratio: error: no photos in {args.photos}", file=sys.stderr)
+        return 2
+    ratios = [float(r) for r in args.ratios.split(",")]
+    rows = []
+    stacks = synthetic.benchmark_stacks(photos, count=args.count, seed=args.seed, start=args.start)
+    for st in tqdm(stacks, total=args.count, desc="stacks", unit="stack"):
+        frames = list(st.frames)
+        row = {"stack": st.name, "frames": len(frames),
+               "series": synthetic.scores(fuse(frames, method="cnn", series=True).fused, st.sharp)["psnr"]}
+        for r in ratios:
+            row[f"one-pass {r:g}"] = synthetic.scores(fuse(frames, method="cnn", region_ratio=r).fused, st.sharp)["psnr"]
+        rows.append(row)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"config": vars(args), "stacks": rows}, indent=1) + "\n")
+    print("| fuser | mean PSNR (dB) | stacks at least as good as series |\n|---|---:|---:|")
+    for key in [k for k in rows[0] if k not in ("stack", "frames")]:
+        print(f"| {key} | {np.mean([r[key] for r in rows]):.3f} | "
+              f"{'-' if key == 'series' else sum(r[key] >= r['series'] for r in rows)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
