@@ -18,7 +18,7 @@ from pyfusion.io import FusionInputError, read_image, validate_images
 __all__ = ["FusionResult", "fuse", "METHODS"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
-METHODS = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn"}
+METHODS = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     method : str, optional
         ``"cnn"`` (default): the siamese CNN of Liu et al. 2017 (:mod:`pyfusion.methods.cnn`);
         ``"wavelet-cnn"``: wavelet-domain CNN fusion (:mod:`pyfusion.methods.wavelet_cnn`);
-        ``"dwt"``: the survey's DWT baseline (:mod:`pyfusion.methods.dwt`).
+        ``"dwt"``: the survey's DWT baseline (:mod:`pyfusion.methods.dwt`); ``"cnn-plus"``: the cnn decision with
+        a refined focus boundary and a narrow transition (:mod:`pyfusion.methods.cnn_plus`, docs/cnn_plus.md).
     align : bool or dict, optional
         Register the sources to the middle one first (:func:`pyfusion.align.align`: ECC on a pyramid, affine,
         cropped to the region every source covers); a dict gives :func:`~pyfusion.align.align`'s options (e.g.
@@ -110,12 +111,14 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         The method's keyword options. ``cnn``: ``model`` (registered name or weights file), ``backend``
         (:data:`pyfusion.backends.BACKENDS`), ``threads`` (default ``$PYFUSION_THREADS`` or every core),
         ``max_memory`` (bytes for the score-map stage), ``progress`` (tile progress bar), ``score_fn``
-        (``score_fn(a, b) -> scores`` replacing the CNN), ``region_ratio`` (0.01), ``gf_radius`` (8), ``gf_eps``
+        (``score_fn(a, b) -> scores`` replacing the CNN), ``region_ratio`` (0.01; one pass over N frames: 0.003), ``gf_radius`` (8), ``gf_eps``
         (0.1), ``threshold`` (0.5), ``series`` (None: two sources pairwise, three or more in one pass,
         :mod:`pyfusion.methods.stack`; True: the paper's series; False: one pass for two too), ``frame_fn``
         (per-frame scores replacing the net in one pass). ``wavelet-cnn``: the same, with ``model_low``/``model_high`` for ``model``,
         plus ``levels``, ``deep`` and ``score_fns``. ``dwt``: ``wavelet``, ``levels``, ``mode``, ``high_rule``,
-        ``low_rule``, ``window``, ``colour``, ``scale``.
+        ``low_rule``, ``window``, ``colour``, ``scale``. ``cnn-plus``: ``cnn``'s ``model``, ``backend``, ``threads``,
+        ``max_memory``, ``progress``, ``score_fn``, ``region_ratio``, ``threshold``, plus ``band`` (4),
+        ``focus_radius`` (2), ``power`` (None), ``gf_radius`` (2), ``gf_eps`` (0.1); more than two sources in series.
 
     Returns
     -------
