@@ -23,6 +23,18 @@ from .. import models
 BACKENDS = ("winograd", "onnx", "caffe", "torch")
 
 
+def pair_shape(a, b, head: int) -> tuple[int, int, int, int]:
+    """``(H, W, ceil(H/2), ceil(W/2))`` of a source pair for a net with a ``head`` x ``head`` head (the folded
+    twins' kernels); ValueError for sources of different shapes or smaller than one patch."""
+    if a.shape != b.shape:
+        raise ValueError(f"sources of different shapes {a.shape} and {b.shape}")
+    h, w = a.shape[:2]
+    hp, wp = (h + 1) // 2, (w + 1) // 2
+    if hp < head or wp < head:
+        raise ValueError(f"image {h}x{w} is smaller than one {2 * head}x{2 * head} patch")
+    return h, w, hp, wp
+
+
 def get(name: str):
     """The backend module called ``name``."""
     if name not in BACKENDS:

@@ -275,12 +275,9 @@ class Net:
         return img if img.flags.writeable else img.copy()      # torch.from_numpy wants a writable array
 
     def _score_shape(self, a, b) -> tuple[int, int]:
-        if a.shape != b.shape:
-            raise ValueError(f"sources of different shapes {a.shape} and {b.shape}")
-        h, w = a.shape[:2]
-        hp, wp = (h + 1) // 2, (w + 1) // 2
-        if hp < self.k or wp < self.k:
-            raise ValueError(f"image {h}x{w} is smaller than one {2 * self.k}x{2 * self.k} patch")
+        from . import pair_shape
+
+        _, _, hp, wp = pair_shape(a, b, self.k)
         return hp - self.k + 1, wp - self.k + 1
 
     def _input(self, img: np.ndarray):

@@ -291,13 +291,9 @@ class Net:
         return [(a, 0, 0), (b, len(self.trunks) - 1, 1)]
 
     def _score_shape(self, a, b) -> tuple[int, int, int, int]:
-        if a.shape != b.shape:
-            raise ValueError(f"sources of different shapes {a.shape} and {b.shape}")
-        h, w = a.shape[:2]
-        hp, wp = (h + 1) // 2, (w + 1) // 2
-        if hp < self.k or wp < self.k:
-            raise ValueError(f"image {h}x{w} is smaller than one {2 * self.k}x{2 * self.k} patch")
-        return h, w, hp, wp
+        from . import pair_shape
+
+        return pair_shape(a, b, self.k)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Score map ``(ceil(H/2) - K + 1, ceil(W/2) - K + 1)`` float32 of the pair (``a``, ``b``): (H, W) or
