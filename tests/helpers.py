@@ -64,6 +64,19 @@ def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1
     return out
 
 
+def toy_onnx_models(root, toys: dict) -> dict:
+    """``{name: (params, onnx path)}``: each ``toys[name]`` (:func:`random_params` options) as an ONNX model in
+    ``root`` (built without Caffe)."""
+    from pyfusion.onnx_export import build_onnx
+
+    out = {}
+    for name, kw in toys.items():
+        params = random_params(**kw)
+        (root / f"{name}.onnx").write_bytes(build_onnx(params).SerializeToString())
+        out[name] = params, root / f"{name}.onnx"
+    return out
+
+
 def _chw(img) -> np.ndarray:
     """(H, W) or (H, W, C) -> (C, H, W) float64."""
     x = np.asarray(img, np.float64)

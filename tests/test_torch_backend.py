@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import pair, random_params, reference_scores
+from helpers import pair, random_params, reference_scores, toy_onnx_models
 
 from pyfusion import backends, models, net
 
@@ -45,15 +45,7 @@ def tb(torch):
 @pytest.fixture(scope="module")
 def toys(tmp_path_factory):
     """``{name: (params, onnx path)}`` of the :data:`TOYS` nets (built without Caffe)."""
-    from pyfusion.onnx_export import build_onnx
-
-    root = tmp_path_factory.mktemp("torch_toys")
-    out = {}
-    for name, kw in TOYS.items():
-        params = random_params(**kw)
-        (root / f"{name}.onnx").write_bytes(build_onnx(params).SerializeToString())
-        out[name] = params, root / f"{name}.onnx"
-    return out
+    return toy_onnx_models(tmp_path_factory.mktemp("torch_toys"), TOYS)
 
 
 def _net(tb, toys, name, **kw):

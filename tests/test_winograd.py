@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import conv3x3, need, pair, random_params, reference_features, reference_scores
+from helpers import conv3x3, need, pair, random_params, reference_features, reference_scores, toy_onnx_models
 
 from pyfusion import backends, models, net
 
@@ -40,15 +40,7 @@ def rand_net(winograd, rand_onnx):
 @pytest.fixture(scope="module")
 def toys(tmp_path_factory):
     """``{name: (params, onnx path)}`` of the :data:`TOYS` nets."""
-    from pyfusion.onnx_export import build_onnx
-
-    root = tmp_path_factory.mktemp("toys")
-    out = {}
-    for name, kw in TOYS.items():
-        params = random_params(**kw)
-        (root / f"{name}.onnx").write_bytes(build_onnx(params).SerializeToString())
-        out[name] = params, root / f"{name}.onnx"
-    return out
+    return toy_onnx_models(tmp_path_factory.mktemp("toys"), TOYS)
 
 
 def _toy_net(winograd, toys, name, threads=2):
