@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import pair, random_params, reference_scores, toy_onnx_models
+from helpers import pair, reference_scores, toy_onnx_models
 
 from pyfusion import backends, models, net
 
