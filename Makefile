@@ -7,7 +7,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CUDA ?= 0
+GPU ?=
+# CUDA=1: the Caffe build with CUDA (build/caffe-cuda; CUDA_ARCH="80 90", CUDA_DIR); implied by GPU=N
+CUDA ?= $(if $(GPU),1,0)
 SHARED ?= ../shared/data
 BSDS := $(SHARED)/train/bsds500
 IMAGES ?= $(BSDS)/train $(BSDS)/test
@@ -15,8 +17,9 @@ VAL_IMAGES ?= $(BSDS)/val
 NET ?= cnn
 TRAIN_EXAMPLES ?= $(shell $(PY) -c "from pyfusion import models; print(models.get('$(NET)').examples)" 2>/dev/null)
 VAL_EXAMPLES ?= 10000
-RUN ?= $(if $(filter cnn,$(NET)),runs/cpu,runs/$(NET))
 SCHEDULE ?= cpu
+# the run folder: runs/cpu for the shipped cnn, runs/NET for the others; SCHEDULE=paper runs go to runs/paper[-NET]
+RUN ?= $(if $(filter paper,$(SCHEDULE)),runs/paper$(if $(filter cnn,$(NET)),,-$(NET)),$(if $(filter cnn,$(NET)),runs/cpu,runs/$(NET)))
 # cpu: what fits ~1.5 h on 2 cores (the shipped model: lr 1e-3, 10x the paper, as the budget is ~4% of the
 # paper's examples; one x0.1 drop at the plateau); paper: ~10 epochs of 2M pairs at batch 128, lr 1e-4 (a GPU job)
 ifeq ($(SCHEDULE),paper)

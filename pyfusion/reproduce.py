@@ -34,12 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import block_markers, has_block, replace_block
+
 MIN_DIFF = 8.0  # grey levels (0-255) by which the sources must differ for a pixel's decision to be recoverable
 AMPLIFY = 10.0  # the difference images of the pair figures: (ours - authors') x AMPLIFY around mid-grey
 DIGITS = 4      # decimals of the metric tables; best values and ranks are judged at this precision
 
-TABLE_START = "<!-- reproduce:table:start -->"
-TABLE_END = "<!-- reproduce:table:end -->"
+#: The generated block of the reproduction doc, between :data:`TABLE_START` and :data:`TABLE_END`.
+DOC_BLOCK = "reproduce:table"
+TABLE_START, TABLE_END = block_markers(DOC_BLOCK)
 
 
 # ----------------------------------------------------------------------------------------- ours vs theirs
@@ -429,39 +432,17 @@ def psnr_table(root, runs: dict, names, sets: dict) -> str:
 
 # ------------------------------------------------------------------------------------ reproduction doc
 def check_doc(path) -> str | None:
-    """Why ``path`` cannot take a generated block (one line), or None: an existing file must have one
-    :data:`TABLE_START` line and one later :data:`TABLE_END` line."""
+    """Why ``path`` cannot take the generated block (one line), or None: an existing file must have one
+    :data:`TABLE_START` line and one later :data:`TABLE_END` line (:func:`pyfusion.io.has_block`)."""
     p = Path(path)
     if not p.exists():
         return None
     if not p.is_file():
         return f"{p}: not a file"
-    if _marker_lines(p.read_text(encoding="utf-8")) is None:
+    if not has_block(p.read_text(encoding="utf-8"), DOC_BLOCK):
         return (f"{p}: exists without one '{TABLE_START}' line and one later '{TABLE_END}' line; "
                 "refusing to overwrite it (add the markers around its table, or give a new file)")
     return None
-
-
-def _marker_lines(text: str):
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == TABLE_START]
-    ends = [i for i, line in enumerate(lines) if line.strip() == TABLE_END]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        return None
-    return starts[0], ends[0]
-
-
-def doc_text(path, block: str) -> str:
-    """The new text of ``path``: ``block`` (a blank line either side) between the marker lines of the existing
-    file, the rest kept as it is, or, for a new file, the markers around ``block``. :func:`check_doc` must pass."""
-    p = Path(path)
-    body = f"\n{block.rstrip()}\n\n"
-    if not p.exists():
-        return f"{TABLE_START}\n{body}{TABLE_END}\n"
-    lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
-    start, end = _marker_lines("".join(lines))
-    head = "".join(lines[: start + 1])
-    return head + ("" if head.endswith("\n") else "\n") + body + "".join(lines[end:])
 
 
 def figure_pairs(rows) -> list[tuple[str, str]]:
@@ -550,7 +531,7 @@ def make_report(data, out, *, methods=None, names=None, limit: int = 0, survey_d
         :func:`psnr_table`; written whole.
     reproduction_doc : path-like, optional
         Markdown file for :func:`reproduction_block` (with the pair figures when ``figures``), between its
-        marker lines (:func:`doc_text`); needs ``cnn`` in ``methods``.
+        marker lines (:func:`pyfusion.io.replace_block`); needs ``cnn`` in ``methods``.
     figures : path-like, optional
         Folder for the PNG figures: ``pair_NAME.png`` (:func:`figure_pairs`, with ``reproduction_doc``) and
         ``metrics_SET.png`` (grayscale / colour, with ``survey_doc``); other files of these two patterns there
@@ -705,9 +686,7 @@ def make_report(data, out, *, methods=None, names=None, limit: int = 0, survey_d
         doc = Path(reproduction_doc)
         doc.parent.mkdir(parents=True, exist_ok=True)
         block = reproduction_block(comparison, list(pair_figs.values()), doc_dir=doc.parent, config=config)
-        if why := check_doc(doc):  # changed during the run
-            raise ValueError(why)
-        write_atomic(doc, doc_text(doc, block))
+        replace_block(doc, DOC_BLOCK, block, append=False)
         written.append(doc)
         log(f"ours vs the authors' images: {doc}")
 

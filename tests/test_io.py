@@ -262,3 +262,29 @@ def test_jpeg_header_size_is_read(tmp_path):
     ok, buf = cv2.imencode(".jpg", rgb(33, 47))
     assert pio.image_header_size(buf.tobytes()) == (47, 33)
     assert pio.image_header_size(b"GIF89a....") is None
+
+
+def test_replace_block_between_markers_appends_or_refuses(tmp_path):
+    """One writer of generated doc blocks: replaces between the markers and keeps the rest byte for byte, appends
+    the markers to a file without them (append=True) or refuses it untouched (append=False); a new file holds
+    just the block."""
+    from pyfusion.io import has_block, replace_block
+
+    doc = tmp_path / "d.md"
+    doc.write_text("# title\n\ntext\n")
+    replace_block(doc, "x", "one")
+    replace_block(doc, "x", "two\n")
+    text = doc.read_text()
+    assert text == "# title\n\ntext\n\n<!-- x:start -->\n\ntwo\n\n<!-- x:end -->\n" and has_block(text, "x")
+    doc.write_text("a\n<!-- x:start -->\nold\n<!-- x:end -->\nb\n")
+    assert replace_block(doc, "x", "new", append=False) == "a\n<!-- x:start -->\n\nnew\n\n<!-- x:end -->\nb\n"
+    hand = tmp_path / "hand.md"
+    hand.write_text("# hand-written\n<!-- x:end -->\n")
+    with pytest.raises(ValueError, match="refusing"):
+        replace_block(hand, "x", "new")
+    plain = tmp_path / "plain.md"
+    plain.write_text("plain\n")
+    with pytest.raises(ValueError, match="refusing"):
+        replace_block(plain, "x", "new", append=False)
+    assert plain.read_text() == "plain\n"
+    assert replace_block(tmp_path / "new.md", "x", "b", append=False) == "<!-- x:start -->\n\nb\n\n<!-- x:end -->\n"

@@ -126,14 +126,21 @@ def test_ranks_and_best_marks_judge_at_the_printed_precision():
 
 
 def test_report_refuses_a_doc_without_markers(tmp_path):
-    from pyfusion.reproduce import check_doc, doc_text
+    from pyfusion.io import replace_block
+    from pyfusion.reproduce import DOC_BLOCK, check_doc
 
     doc = tmp_path / "r.md"
-    assert check_doc(doc) is None and doc_text(doc, "T").splitlines()[2] == "T"
+    assert check_doc(doc) is None
+    assert replace_block(doc, DOC_BLOCK, "T").splitlines()[2] == "T"
     doc.write_text("# hand-written\n")
     assert "refusing" in check_doc(doc)
-    doc.write_text(doc_text(tmp_path / "new.md", "old") .replace("<!--", "intro\n<!--", 1) + "outro\n")
-    assert doc_text(doc, "new") == "intro\n<!-- reproduce:table:start -->\n\nnew\n\n<!-- reproduce:table:end -->\noutro\n"
+    with pytest.raises(ValueError, match="refusing"):
+        replace_block(doc, DOC_BLOCK, "new", append=False)
+    assert doc.read_text() == "# hand-written\n"
+    doc.write_text("intro\n<!-- reproduce:table:start -->\n\nold\n\n<!-- reproduce:table:end -->\noutro\n")
+    assert check_doc(doc) is None
+    assert replace_block(doc, DOC_BLOCK, "new", append=False) == \
+        "intro\n<!-- reproduce:table:start -->\n\nnew\n\n<!-- reproduce:table:end -->\noutro\n"
     assert _tool("reproduce").main(["--data", str(tmp_path), "--doc", str(tmp_path / "x.md"), "--quiet"]) == 2
 
 

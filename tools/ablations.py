@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from pyfusion import ablations, models
-from pyfusion.io import write_atomic
+from pyfusion.io import has_block, replace_block
 from pyfusion.metrics import LOWER_IS_BETTER, METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- ablations:start -->", "<!-- ablations:end -->"
+BLOCK = "ablations"  # the generated part of --doc: between <!-- ablations:start --> and <!-- ablations:end -->
 
 
 def _bold_best(values: dict, lower: bool, fmt: str) -> dict:
@@ -84,6 +84,9 @@ def main(argv=None):
     except models.ModelError as e:
         print(f"ablations: error: {e}", file=sys.stderr)
         return 2
+    if args.doc and Path(args.doc).exists() and not has_block(Path(args.doc).read_text(), BLOCK):
+        print(f"ablations: error: {args.doc} lacks the {BLOCK} markers; refusing to overwrite it", file=sys.stderr)
+        return 2
     photos = sorted(Path(args.photos).glob("*.jpg"))
     results = ablations.measure(args.names, data=args.data, photos=photos, cache=args.cache, count=args.count)
     runs = {n: json.loads((ablations.RUNS / n / "run.json").read_text()) for n in args.names}
@@ -93,12 +96,11 @@ def main(argv=None):
     text = tables(results, runs)
     if args.doc:
         doc = Path(args.doc)
-        old = doc.read_text() if doc.is_file() else f"{START}\n{END}\n"
-        if old.count(START) != 1 or old.count(END) != 1:
-            print(f"ablations: error: {doc} lacks the markers {START} / {END}", file=sys.stderr)
+        try:
+            replace_block(doc, BLOCK, text, append=False)
+        except ValueError as e:
+            print(f"ablations: error: {e}", file=sys.stderr)
             return 2
-        head, rest = old.split(START)
-        write_atomic(doc, head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
         print(f"ablations: tables -> {doc}")
     else:
         print(text)
