@@ -18,8 +18,12 @@ Conventions
 * ``transforms[name]`` maps a pixel ``(x, y)`` of the reference (= of the aligned output before cropping) to
   the frame's own pixel: ``[u, v] = A @ [x, y, 1]`` (affine, 2x3) or ``[u, v, w] = H @ [x, y, 1]``, divided by
   ``w`` (homography, 3x3); pixel centres at integer coordinates. The aligned frame is ``frame(transform(x))``,
-  sampled with ``INTER_LINEAR`` (:func:`cv2.warpAffine` / :func:`cv2.warpPerspective` with
-  ``WARP_INVERSE_MAP``) in the frame's own dtype.
+  sampled bicubically (``interpolation="cubic"``, default, ``INTER_CUBIC``) or bilinearly (``"linear"``,
+  ``INTER_LINEAR``) by :func:`cv2.warpAffine` / :func:`cv2.warpPerspective` with ``WARP_INVERSE_MAP``, in the
+  frame's own dtype, borders replicated. Bicubic sampling can overshoot: integer frames saturate to their dtype,
+  float frames are clipped to the frame's own value range. Bicubic is the default because on synthetic
+  hand-held focus stacks (10 tuning stacks, docs/stacks.md) it gave the fused result 3.0 dB more PSNR than
+  bilinear on average, and more on every stack: bilinear sampling blurs.
 * Crop (``fill=False``, default): the output is cut to the axis-aligned rectangle every frame covers. The
   covered set is computed per pixel (a reference pixel is covered by a frame when its transform lands inside
   the frame, ``0 <= u <= W-1``, ``0 <= v <= H-1``); the rectangle is found greedily, conservatively: start
@@ -50,12 +54,17 @@ import numpy as np
 
 from pyfusion.io import FusionInputError, to_gray
 
-__all__ = ["AlignReport", "align", "map_points", "MOTIONS"]
+__all__ = ["AlignReport", "align", "map_points", "MOTIONS", "INTERPOLATIONS", "INTERPOLATION"]
 
 #: Motion models: name -> OpenCV motion type ("translation": shift only; "euclidean": shift and rotation, no
 #: scale, so no focus breathing; "affine": the default; "homography": perspective too).
 MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "affine": cv2.MOTION_AFFINE,
            "homography": cv2.MOTION_HOMOGRAPHY}
+
+#: Resampling of the aligned frames: name -> OpenCV interpolation flag.
+INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+#: Default of :func:`align`'s ``interpolation`` (chosen on synthetic tuning stacks, docs/stacks.md).
+INTERPOLATION = "cubic"
 
 #: Default smallest correlation (ECC) a registered frame must reach against the reference.
 MIN_CORRELATION = 0.5
@@ -164,13 +173,17 @@ def _register(ref_pyr, frame_pyr, motion: str, *, iterations: int, eps: float, g
     return warp.astype(np.float64), float(cc)
 
 
-def _warp(img: np.ndarray, transform: np.ndarray, size, border) -> np.ndarray:
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+def _warp(img: np.ndarray, transform: np.ndarray, size, interpolation: str) -> np.ndarray:
+    """``img`` sampled at ``transform`` of every output pixel (borders replicated); float results clipped to
+    ``img``'s range (bicubic overshoot; integer dtypes saturate in OpenCV)."""
+    flags = INTERPOLATIONS[interpolation] | cv2.WARP_INVERSE_MAP
     src = np.ascontiguousarray(img)
     if transform.shape[0] == 2:
-        out = cv2.warpAffine(src, transform, size, flags=flags, borderMode=border)
+        out = cv2.warpAffine(src, transform, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
     else:
-        out = cv2.warpPerspective(src, transform, size, flags=flags, borderMode=border)
+        out = cv2.warpPerspective(src, transform, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    if out.dtype.kind == "f" and interpolation != "linear":
+        np.clip(out, src.min(), src.max(), out=out)
     if img.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]
     return out
@@ -250,8 +263,9 @@ def _check_plausible(transform: np.ndarray, shape, max_motion: float) -> str | N
 
 
 def align(images, *, names=None, reference: int | None = None, motion: str = "affine", levels: int | None = None,
-          iterations: int = 100, eps: float = 1e-6, gauss_size: int = 5, gauss_fine: int = 1, min_correlation: float = MIN_CORRELATION,
-          max_motion: float = 0.25, fill: bool = False, on_failure: str = "stop", threads: int | None = None):
+          iterations: int = 100, eps: float = 1e-6, gauss_size: int = 5, gauss_fine: int = 1,
+          min_correlation: float = MIN_CORRELATION, max_motion: float = 0.25, fill: bool = False,
+          on_failure: str = "stop", interpolation: str = INTERPOLATION, threads: int | None = None):
     """Register every frame to a reference with ECC on a pyramid; warp; crop to the common region (or fill).
 
     Parameters
@@ -279,6 +293,8 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         Keep the full size and fill uncovered pixels (edge replication) instead of cropping.
     on_failure : {"stop", "skip"}
         A frame that fails: raise :class:`~pyfusion.io.FusionInputError` naming it (default) or leave it out.
+    interpolation : {"cubic", "linear"}
+        Resampling of the warped frames (:data:`INTERPOLATION`, default ``"cubic"``); the module docstring.
     threads : int, optional
         OpenCV threads during the alignment (restored afterwards); default: OpenCV's setting.
 
@@ -302,6 +318,8 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
     if on_failure not in ("stop", "skip"):
         raise ValueError(f"on_failure must be 'stop' or 'skip', got {on_failure!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
     names = [str(x) for x in names] if names is not None else [f"image {k + 1}" for k in range(n)]
     ref = n // 2 if reference is None else int(reference)
     if not 0 <= ref < n:
@@ -356,10 +374,9 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         x, y, cw, ch = report.crop
         if not fill and (cw == 0 or ch == 0):
             raise FusionInputError(f"the aligned frames have no region in common with {names[ref]}")
-        border = cv2.BORDER_REPLICATE if fill else cv2.BORDER_CONSTANT
         aligned = []
         for k in kept:
-            out = frames[k] if k == ref else _warp(frames[k], report.transforms[names[k]], (w, h), border)
+            out = frames[k] if k == ref else _warp(frames[k], report.transforms[names[k]], (w, h), interpolation)
             if not fill:
                 out = out[y:y + ch, x:x + cw]
             aligned.append(np.ascontiguousarray(out))

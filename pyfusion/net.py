@@ -39,11 +39,11 @@ def _source(m: models.Model, x, name: str) -> np.ndarray:
     return x
 
 
-def _tiled(m: models.Model, be, a, b, run, *, tile, max_memory, progress) -> np.ndarray:
-    """``run`` over the exact tiles of (``a``, ``b``) sized to ``max_memory`` (unless ``tile``); the backend's
-    cached nets released after."""
+def _tiled(m: models.Model, be, a, b, run, *, tile, max_memory, progress, gpu=None) -> np.ndarray:
+    """``run`` over the exact tiles of (``a``, ``b``) sized to ``max_memory`` (unless ``tile``; default: the
+    budget of the CPU, or of GPU ``gpu``); the backend's cached nets released after."""
     if tile is None:
-        budget = tiling.default_max_memory() if max_memory is None else int(max_memory)
+        budget = tiling.default_max_memory(gpu) if max_memory is None else int(max_memory)
         tile = tiling.choose_tile(*a.shape[:2], model=m, backend=be, max_memory=budget)
     try:
         return tiling.tiled_scores(a, b, run, tile, model=m, backend=be, progress=progress)
@@ -71,8 +71,9 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
     gpu : int, optional
         Run the caffe backend (a CUDA build of Caffe) or the torch backend (a CUDA build of torch) on this GPU.
     max_memory : int, optional
-        Bytes the score-map stage may use (default :func:`pyfusion.tiling.default_max_memory`); picks the tile
-        size.
+        Bytes the score-map stage may use (default :func:`pyfusion.tiling.default_max_memory`: of the CPU, or
+        half the free memory of GPU ``gpu``); picks the tile size. Caffe's tiles also stay under its INT_MAX
+        elements per blob.
     tile : (int, int), optional
         Scores per tile (rows, columns), overriding ``max_memory``.
     progress : bool, optional
@@ -93,7 +94,7 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
     if gpu is not None and name not in ("caffe", "torch"):
         raise ValueError(f"gpu= runs the caffe or torch backend, not {name!r}")
     run = be.runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
-    return _tiled(m, be, a, b, run, tile=tile, max_memory=max_memory, progress=progress)
+    return _tiled(m, be, a, b, run, tile=tile, max_memory=max_memory, progress=progress, gpu=gpu)
 
 
 def frame_backends() -> tuple[str, ...]:
@@ -119,8 +120,9 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
     model, threads, gpu, max_memory, tile, progress
         As :func:`score_map` (tiles are exact: bit-identical to the whole image with the winograd backend).
     backend : str, optional
-        A backend of :func:`frame_backends` (today ``"winograd"``). Default: the default backend
-        (:func:`pyfusion.backends.default_backend`) when it computes frame scores, else ``"winograd"``.
+        A backend of :func:`frame_backends` (today all four; ``onnx`` and ``caffe`` run the trunk and apply the
+        head in numpy, :func:`pyfusion.backends.onnx.frame_head`). Default: the default backend
+        (:func:`pyfusion.backends.default_backend`) when it computes frame scores, else the first usable one.
 
     Returns
     -------
@@ -131,7 +133,8 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
     Raises
     ------
     NotImplementedError
-        The backend (``onnx``, ``caffe``) has no per-frame path, or none of :func:`frame_backends` can run here.
+        The backend has no per-frame path, or none of :func:`frame_backends` can run here; the net is not
+        siamese (a pseudo-siamese or 2-channel net has no per-frame score).
     """
     m, caffemodel, onnx = models.resolve(model)
     x = _source(m, img, "img")
@@ -153,4 +156,4 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
     run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
     # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
     return _tiled(m, be, x, x, lambda a_tile, _b_tile: run(a_tile), tile=tile, max_memory=max_memory,
-                  progress=progress)
+                  progress=progress, gpu=gpu)

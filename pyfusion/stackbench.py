@@ -34,7 +34,7 @@ import numpy as np
 from pyfusion import synthetic
 from pyfusion.io import read_image, write_atomic, write_image
 
-__all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "replace_block", "measure_command",
+__all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "measure_command",
            "pick_windows", "detail_energy", "agreement", "comparison_figure", "encode_png"]
 
 #: The N-frame fusers: label -> (method of :func:`pyfusion.fuse`, its options); ``enfuse`` is the external program.
@@ -46,59 +46,69 @@ FUSERS = {"one-pass": ("cnn", {}), "series": ("cnn", {"series": True}), "dwt": (
           "enfuse": ("enfuse", {})}
 #: The conditions of :func:`score_stack` (module docstring).
 CONDITIONS = ("registered", "moved+align", "moved")
-#: Resampling of the true-transform check: :func:`pyfusion.align.align`'s own (bilinear) and bicubic.
-WARPS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+#: Resampling of the true-transform check: label -> :func:`pyfusion.align.align`'s ``interpolation``.
+WARPS = {"bilinear": "linear", "bicubic": "cubic"}
 #: enfuse's focus-stacking options (contrast weight only, hard masks: each pixel from the sharpest frame).
 ENFUSE_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
                   "--contrast-window-size=5", "--gray-projector=l-star")
 
 
 # ------------------------------------------------------------------------------------------------ fusing stacks
-def _enfuse(frames) -> np.ndarray:
-    """Frames fused by the ``enfuse`` program (:data:`ENFUSE_OPTIONS`); RuntimeError when it fails."""
+def _enfuse(frames, *, threads: int | None = None) -> np.ndarray:
+    """uint8 or uint16 frames fused by the ``enfuse`` program (:data:`ENFUSE_OPTIONS`; ``threads``: its OpenMP
+    threads, default its own choice), through PNG files (enfuse writes grayscale with an alpha channel, which
+    OpenCV misreads in a 16-bit TIFF and reads from a PNG as RGBA); RuntimeError when it fails."""
     exe = shutil.which("enfuse")
     if exe is None:
         raise RuntimeError("enfuse is not installed")
     with tempfile.TemporaryDirectory(prefix="enfuse.") as tmp:
-        names = [str(write_image(Path(tmp) / f"f{k:02d}.tif", f)) for k, f in enumerate(frames)]
-        out = Path(tmp) / "fused.tif"
-        run = subprocess.run([exe, *ENFUSE_OPTIONS, f"--output={out}", *names], capture_output=True, text=True)
+        names = [str(write_image(Path(tmp) / f"f{k:02d}.png", f)) for k, f in enumerate(frames)]
+        out = Path(tmp) / "fused.png"
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        run = subprocess.run([exe, *ENFUSE_OPTIONS, f"--output={out}", *names], capture_output=True, text=True,
+                             env=env)
         if run.returncode != 0:
             raise RuntimeError(f"enfuse failed ({run.returncode}): {run.stderr.strip()[-300:]}")
         fused = read_image(out)
-    return fused[..., : frames[0].shape[2]] if fused.ndim == 3 and frames[0].ndim == 3 else fused
+    if fused.ndim == 3 and frames[0].ndim == 2:          # grayscale read back as RGB
+        return np.ascontiguousarray(fused[..., 0])
+    return fused[..., : frames[0].shape[2]] if fused.ndim == 3 else fused
 
 
-def fuse_frames(frames, fuser: str, *, align: bool = False, threads: int | None = 1) -> dict:
+def fuse_frames(frames, fuser: str, *, align=False, threads: int | None = 1) -> dict:
     """Fuse ``frames`` with one of :data:`FUSERS`.
+
+    ``align``: ``True`` or a dict of :func:`pyfusion.align.align`'s options (as :func:`pyfusion.fuse` takes it)
+    registers the frames first; ``threads`` goes to the methods that take it and to the alignment.
 
     Returns
     -------
     dict
         ``fused``; ``seconds`` (wall) and ``cpu_seconds`` (this process and its children); ``crop``, the
-        alignment's ``(x, y, width, height)`` with ``align=True`` (:func:`pyfusion.fuse`'s ``align=True``;
-        enfuse: :func:`pyfusion.align.align` first), else None; ``depth``, the depth map where the fuser makes
-        one (one pass), else None. ``threads`` goes to the methods that take it and to the alignment.
+        alignment's ``(x, y, width, height)`` with ``align`` (:func:`pyfusion.fuse`'s ``align``; enfuse:
+        :func:`pyfusion.align.align` first), else None; ``depth``, the depth map where the fuser makes one (one
+        pass), else None.
     """
     import pyfusion
     from pyfusion.fusion import method_takes
 
     method, options = FUSERS[fuser]
+    align_opts = {"threads": threads, **(align if isinstance(align, dict) else {})} if align else False
     t0, c0 = time.perf_counter(), _cpu()
     if method == "enfuse":
         crop = None
         if align:
             from pyfusion.align import align as _align
 
-            frames, report = _align(frames, threads=threads)
+            frames, report = _align(frames, **align_opts)
             crop = report.crop
-        fused = _enfuse(frames)
+        fused = _enfuse(frames, threads=threads)
         return {"fused": fused, "seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "crop": crop,
                 "depth": None}
     kw = dict(options)
     if "threads" in method_takes(method):
         kw["threads"] = threads
-    r = pyfusion.fuse(frames, method=method, align={"threads": threads} if align else False, **kw)
+    r = pyfusion.fuse(frames, method=method, align=align_opts, **kw)
     return {"fused": r.fused, "seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0,
             "crop": r.alignment.crop if align else None, "depth": r.maps.get("depth_map")}
 
@@ -123,7 +133,7 @@ def _corner_error(estimated: dict, true_transforms, names, shape) -> float:
                for n, t in zip(names, true_transforms) if n in estimated)
 
 
-def score_stack(stack, fusers, *, threads: int | None = 1) -> dict:
+def score_stack(stack, fusers, *, interpolation: str | None = None, threads: int | None = 1) -> dict:
     """Every fuser on every condition of one synthetic stack (module docstring).
 
     Parameters
@@ -131,6 +141,8 @@ def score_stack(stack, fusers, *, threads: int | None = 1) -> dict:
     stack : pyfusion.synthetic.Stack
     fusers : sequence of str
         Labels of :data:`FUSERS`.
+    interpolation : {"cubic", "linear"}, optional
+        Resampling of the ``moved+align`` condition (:func:`pyfusion.align.align`'s; default its default).
     threads : int, optional
         Threads of each fusion (default 1).
 
@@ -158,7 +170,7 @@ def score_stack(stack, fusers, *, threads: int | None = 1) -> dict:
            "results": {}, "skipped": {}}
     for fuser in fusers:
         try:
-            row["results"][fuser] = _conditions(stack, fuser, crop, threads)
+            row["results"][fuser] = _conditions(stack, fuser, crop, interpolation, threads)
         except (ValueError, RuntimeError) as e:
             row["skipped"][fuser] = " ".join(str(e).split())
     first = next(iter(row["results"]), None)
@@ -169,7 +181,7 @@ def score_stack(stack, fusers, *, threads: int | None = 1) -> dict:
     return row
 
 
-def _conditions(stack, fuser: str, crop, threads) -> dict:
+def _conditions(stack, fuser: str, crop, interpolation, threads) -> dict:
     """One fuser on the three :data:`CONDITIONS` of a stack: each ``psnr``, ``ssim``, ``seconds``,
     ``cpu_seconds``; ``registered`` also ``crop_psnr``, ``crop_ssim`` (on ``crop``, the alignment's) and, for a
     fuser with a depth map, ``depth_exact`` and ``depth_within_1`` (the share of pixels whose depth is the true
@@ -181,7 +193,8 @@ def _conditions(stack, fuser: str, crop, threads) -> dict:
     if f["depth"] is not None:
         reg.update(depth_exact=float(np.mean(f["depth"] == stack.layers)),
                    depth_within_1=float(np.mean(np.abs(f["depth"] - stack.layers) <= 1)))
-    f = fuse_frames(list(stack.moved), fuser, align=True, threads=threads)
+    f = fuse_frames(list(stack.moved), fuser, threads=threads,
+                    align=True if interpolation is None else {"interpolation": interpolation})
     aligned = {**synthetic.scores(f["fused"], _cut(stack.sharp, f["crop"])), **_times(f), "crop": list(f["crop"])}
     f = fuse_frames(list(stack.moved), fuser, threads=threads)
     moved = {**synthetic.scores(_cut(f["fused"], crop), sharp_crop), **_times(f)}
@@ -193,11 +206,12 @@ def _times(f: dict) -> dict:
 
 
 def _true_warp_scores(stack, fuser, crop, interpolation, threads) -> dict:
-    """Scores of the moved frames warped back with their true transforms (no estimation error; the resampling
-    alone), cut to ``crop`` and fused."""
+    """Scores of the moved frames warped back with their true transforms as :func:`pyfusion.align.align` warps
+    (no estimation error; the resampling alone), cut to ``crop`` and fused."""
+    from pyfusion.align import _warp
+
     h, w = stack.sharp.shape[:2]
-    frames = [_cut(cv2.warpAffine(np.ascontiguousarray(m), t, (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP)
-                   .reshape(m.shape), crop) for m, t in zip(stack.moved, stack.transforms)]
+    frames = [_cut(_warp(m, t, (w, h), interpolation), crop) for m, t in zip(stack.moved, stack.transforms)]
     return synthetic.scores(fuse_frames(frames, fuser, threads=threads)["fused"], _cut(stack.sharp, crop))
 
 
@@ -294,23 +308,6 @@ def _align_lines(rows) -> list:
 
 
 # --------------------------------------------------------------------------------------------- the documents
-def replace_block(path, name: str, block: str) -> str:
-    """Put ``block`` between the lines ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` of the markdown file
-    ``path`` (appended with the markers when it has none; a new file holds just them) and write it atomically;
-    returns the new text."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    p = Path(path)
-    text = p.read_text(encoding="utf-8") if p.exists() else ""
-    new = f"{start}\n\n{block.strip()}\n\n{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: new, text, count=1)
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + new + "\n"
-    write_atomic(p, text)
-    return text
-
-
 def measure_command(cmd, *, cwd=None) -> dict:
     """Run ``cmd`` (a list) and measure it: ``seconds`` (wall), ``cpu_seconds`` (user + system of the command and
     its children, from :func:`os.times` of this process's children before and after), ``peak_bytes`` (the

@@ -28,17 +28,24 @@ from typing import Callable
 import numpy as np
 
 from .models import Model
-from .util import available_bytes
+from .util import available_bytes, gpu_free_bytes
 
 __all__ = ["tile_plan", "tiled_scores", "input_extent", "choose_tile", "default_max_memory"]
 
 #: Default budget of the score-map stage: this fraction of MemAvailable, at most DEFAULT_MEMORY_CAP bytes.
 DEFAULT_MEMORY_FRACTION = 0.25
 DEFAULT_MEMORY_CAP = 2 << 30
+#: Default budget on a GPU: this fraction of its free memory.
+GPU_MEMORY_FRACTION = 0.5
 
 
-def default_max_memory() -> int:
-    """Default budget of the score-map stage: ``min(0.25 * MemAvailable, 2 GiB)``."""
+def default_max_memory(gpu: int | None = None) -> int:
+    """Default budget of the score-map stage: ``min(0.25 * MemAvailable, 2 GiB)``; on GPU ``gpu``, half its free
+    memory (:func:`pyfusion.util.gpu_free_bytes`; the CPU rule where that is unknown)."""
+    if gpu is not None:
+        free = gpu_free_bytes(gpu)
+        if free:
+            return int(GPU_MEMORY_FRACTION * free)
     return int(min(DEFAULT_MEMORY_FRACTION * available_bytes(), DEFAULT_MEMORY_CAP))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models, netspec
+from .backends import caffe as caffe_backend
 from .models import PROTOTXT
 from .util import ROOT
 
@@ -172,11 +173,7 @@ def train(run, cfg: TrainConfig | None = None, *, resume: bool = False, progress
         cfg = cfg or TrainConfig()
         state = {"config": asdict(cfg), "lr": cfg.base_lr, "drops_done": 0, "drop_iters": [], "iter": 0,
                  "val_losses": [], "best_val_loss": None, "wall_s": 0.0, "caffe_version": caffe_version()}
-    if cfg.gpu >= 0:
-        caffe.set_device(cfg.gpu)
-        caffe.set_mode_gpu()
-    else:
-        caffe.set_mode_cpu()
+    caffe_backend.use(cfg.gpu if cfg.gpu >= 0 else None)
 
     def make_solver():
         s = caffe.SGDSolver(str(write_run_files(run, cfg, state["lr"])))
@@ -264,6 +261,7 @@ def caffe_version() -> str:
     try:
         import caffe
         v = getattr(caffe, "__version__", "?")
+        stamp = Path(caffe.__file__).resolve().parents[3] / "stamp"  # build/caffe*/src/python/caffe/__init__.py
     except ImportError:
         v = "not importable"
     s = stamp.read_text().split()[0] if stamp.exists() else "unknown"

@@ -52,6 +52,22 @@ def available_bytes() -> int:
     return 4 << 30
 
 
+def gpu_free_bytes(gpu: int) -> int | None:
+    """Free memory of CUDA device ``gpu`` as ``nvidia-smi`` reports it (bytes); None where it cannot tell."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", str(int(gpu))],
+                             capture_output=True, text=True, timeout=30)
+        return int(out.stdout.split()[0]) << 20 if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 class Stopwatch:
     """``tick(stage)`` adds the seconds since the previous tick (or the start) to ``timings[stage]``."""
 

@@ -169,3 +169,80 @@ def test_misaligned_pair_fused_with_align_matches_the_registered_pair(photo, win
     print(f"PSNR registered {ref:.2f} dB, aligned {ours:.2f} dB, misaligned without align {unaligned:.2f} dB")
     assert abs(ours - ref) < 0.5
     assert unaligned < ref - 1.0
+
+
+# ------------------------------------------------------------------------------------------------- resampling
+def _waves(shift=(0.0, 0.0), shape=(120, 150)):
+    """A smooth float32 image in [0.1, 0.9] (a few sinusoids), sampled at pixel + ``shift`` (x, y)."""
+    y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    x, y = x + shift[0], y + shift[1]
+    img = 0.5 + 0.2 * np.sin(2 * np.pi * x / 11 + 0.3) * np.cos(2 * np.pi * y / 13) + 0.2 * np.sin(
+        2 * np.pi * (x + y) / 17)
+    return img.astype(np.float32)
+
+
+def test_cubic_resampling_recovers_a_subpixel_shift_better_than_linear():
+    ref, moved = _waves(), _waves(shift=(0.4, -0.3))
+    out = {}
+    for interp in ("linear", "cubic"):
+        (a, b), rep = align([moved, ref], reference=1, motion="translation", interpolation=interp)
+        t = rep.transforms["image 1"]
+        assert np.abs(t[:, 2] - [-0.4, 0.3]).max() < 0.01              # moved(x - (0.4, -0.3)) = ref(x)
+        x, y, cw, ch = rep.crop
+        np.testing.assert_array_equal(b, ref[y:y + ch, x:x + cw])
+        out[interp] = (np.abs(a.astype(np.float64) - b).mean(), t, rep.crop)
+        if interp == "linear":   # linear is cv2's INTER_LINEAR at the recovered transform
+            want = cv2.warpAffine(moved, t, ref.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            np.testing.assert_array_equal(a, want[y:y + ch, x:x + cw])
+    assert out["cubic"][2] == out["linear"][2]                   # the same transform and crop: only the sampling
+    np.testing.assert_array_equal(out["cubic"][1], out["linear"][1])
+    assert out["cubic"][0] < 0.75 * out["linear"][0], out
+
+
+def test_default_resampling_is_cubic(photo):
+    frames, _ = synthetic_stack(photo, motions=MOTIONS[1:3], blurred=(), half_blurred=())
+    default, _ = align(frames)
+    cubic, _ = align(frames, interpolation="cubic")
+    assert all(np.array_equal(a, b) for a, b in zip(default, cubic))
+
+
+def test_cubic_overshoot_is_clipped_to_the_frame_range():
+    """A sharp step shifted by a fraction of a pixel: bicubic sampling rings past the step's levels; floats are
+    clipped to the frame's own range, integers saturate."""
+    step = np.zeros((64, 64), np.float32)
+    step[:, 32:] = 1.0
+    step[20:40, 10:20] = 0.6
+    moved = cv2.warpAffine(step, np.array([[1.0, 0, 0.37], [0, 1, 0.21]]), (64, 64), flags=cv2.INTER_LINEAR)
+    for frames in ([moved, step], [moved * 0.5 + 0.2, step * 0.5 + 0.2]):
+        (a, _), rep = align(frames, reference=1, motion="translation", interpolation="cubic")
+        lo, hi = frames[0].min(), frames[0].max()
+        raw = cv2.warpAffine(frames[0], rep.transforms["image 1"], (64, 64), flags=cv2.INTER_CUBIC |
+                             cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        assert raw.min() < lo - 0.01 and raw.max() > hi + 0.01     # what the clipping is for
+        assert a.dtype == np.float32 and lo <= a.min() and a.max() <= hi
+    (a8, _), _ = align([np.round(moved * 255).astype(np.uint8), np.round(step * 255).astype(np.uint8)], reference=1,
+                       motion="translation", interpolation="cubic")
+    assert a8.dtype == np.uint8
+
+
+def test_unknown_interpolation_is_a_value_error(photo):
+    frames, _ = synthetic_stack(photo, motions=MOTIONS[1:3], blurred=(), half_blurred=())
+    with pytest.raises(ValueError, match="unknown interpolation 'nearest'; choose from linear, cubic"):
+        align(frames, interpolation="nearest")
+    with pytest.raises(ValueError, match="interpolation"):
+        pyfusion.fuse(frames, method="dwt", align={"interpolation": "area"})
+
+
+def test_fuse_cli_align_interp_needs_align(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import fuse as fuse_tool
+
+    with pytest.raises(SystemExit):
+        fuse_tool.parse_args(["a.png", "b.png", "-o", str(tmp_path / "o.png"), "--align-interp", "linear"])
+    assert "--align-interp" in capsys.readouterr().err
+    args = fuse_tool.parse_args(["a.png", "b.png", "-o", str(tmp_path / "o.png"), "--align", "--align-interp",
+                                 "linear"])
+    assert args.align_interp == "linear"

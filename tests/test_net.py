@@ -128,6 +128,24 @@ def test_caffe_tiles_stay_under_int_max():
     assert 512 * 64 * sh * sw <= be.INT_MAX
 
 
+@pytest.mark.parametrize("model", sorted(m.name for m in models.MODELS.values() if m.caffemodel.is_file()))
+def test_caffe_folded_head_equals_the_twin(caffe, model, monkeypatch):
+    """$PYFUSION_CAFFE_HEAD=folded: fc2 . fc1 as one convolution to the logit difference, the twin's scores to
+    float rounding (<= 1e-4) for every model with weights here; an unknown head is refused by name."""
+    from pyfusion.backends import caffe as caffe_backend
+
+    m = models.get(model)
+    a, b = _pair(70, 90, seed=3, c=m.in_channels if m.in_channels > 1 else None)
+    twin = net.score_map(a, b, model=model, backend="caffe")
+    monkeypatch.setenv(caffe_backend.HEAD_ENV, "folded")
+    folded = net.score_map(a, b, model=model, backend="caffe")
+    assert folded.shape == twin.shape and twin.std() > 1e-3
+    assert np.abs(folded - twin).max() <= 1e-4
+    monkeypatch.setenv(caffe_backend.HEAD_ENV, "fast")
+    with pytest.raises(ValueError, match="choose from twin, folded"):
+        net.score_map(a, b, model=model, backend="caffe")
+
+
 def test_max_memory_tiles_and_keeps_scores(onnx_model):
     a, b = _pair(300, 260, seed=2)
     whole = net.score_map(a, b, model=onnx_model, backend="onnx", max_memory=1 << 40)

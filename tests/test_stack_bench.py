@@ -1,6 +1,7 @@
 """The focus-stack benchmark: the synthetic stack generator (pyfusion.synthetic), the benchmark and figure helpers
 (pyfusion.stackbench) and tools/stack_bench.py end to end on one tiny stack."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -140,16 +141,6 @@ def test_pick_windows_takes_the_largest_sums_without_overlap():
                for a, b, _, _ in got)
 
 
-def test_replace_block_replaces_between_markers_or_appends(tmp_path):
-    doc = tmp_path / "d.md"
-    doc.write_text("# title\n\ntext\n")
-    stackbench.replace_block(doc, "x", "one")
-    stackbench.replace_block(doc, "x", "two")
-    text = doc.read_text()
-    assert text.startswith("# title\n\ntext\n") and "two" in text and "one" not in text
-    assert text.count("<!-- x:start -->") == 1 and text.count("<!-- x:end -->") == 1
-
-
 def test_encode_png_falls_back_to_a_palette_under_the_limit():
     img = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     data, how = stackbench.encode_png(img, max_bytes=40_000)
@@ -198,6 +189,11 @@ def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monk
     assert rows[0]["align"]["corner_error_px"] < 1.0
     text = doc.read_text()
     assert "<!-- stack_bench:start -->" in text and "| one-pass |" in text and "| series |" in text
+    assert json.loads(out.read_text())["config"]["align_interpolation"] == "cubic"
+    if shutil.which("enfuse"):
+        assert "| enfuse |" in text and "enfuse" in rows[0]["results"]
+    else:
+        assert "enfuse: not run" in text and "enfuse" not in rows[0]["results"]
 
     def fail(*a, **k):
         raise AssertionError("a finished stack was computed again")
@@ -205,6 +201,19 @@ def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monk
     monkeypatch.setattr(stackbench, "score_stack", fail)
     assert stack_bench.main(argv) == 0                                  # resumes: nothing recomputed
     assert json.loads(out.read_text())["stacks"] == rows
+
+
+@pytest.mark.skipif(shutil.which("enfuse") is None, reason="the enfuse program (Enblend-Enfuse) is not installed")
+def test_enfuse_fuses_registered_and_hand_held_stacks(photo):
+    s = _stack(photo)
+    f = stackbench.fuse_frames(list(s.frames), "enfuse")
+    assert f["fused"].shape == photo.shape and f["fused"].dtype == np.uint8 and f["crop"] is None
+    assert synthetic.scores(f["fused"], s.sharp)["psnr"] > max(synthetic.scores(x, s.sharp)["psnr"] for x in s.frames)
+    g = stackbench.fuse_frames(list(s.moved), "enfuse", align={"interpolation": "linear"})
+    x, y, w, h = g["crop"]
+    assert g["fused"].shape == (h, w, 3) and g["cpu_seconds"] >= 0
+    gray = stackbench._enfuse([cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257 for x in s.frames])
+    assert gray.shape == photo.shape[:2] and gray.dtype == np.uint16
 
 
 def test_measure_command_reports_time_and_peak_memory():

@@ -185,6 +185,7 @@ def test_gpu_errors_are_clear(tb, torch, toys):
             tb.runner(CNN, None, path, threads=1, gpu=bad)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
 def test_on_the_gpu(tb, torch, toys, precision):
     """Where torch sees a GPU: fp32 within 1e-5 of the CPU, tf32 and fp16 within 1e-2, deterministic."""

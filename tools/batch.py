@@ -2,7 +2,7 @@
 """Fuse every focus stack under IN_DIR into OUT_DIR on Dask (pyfusion.batch).
 
     python tools/batch.py IN_DIR OUT_DIR [--pattern REGEX] [--method cnn|dwt|wavelet-cnn] [--align]
-                          [--motion affine|homography|euclidean|translation] [--skip-unaligned] [--model NAME|PATH] [--backend NAME]
+                          [--motion affine|homography|euclidean|translation] [--align-interp cubic|linear] [--skip-unaligned] [--model NAME|PATH] [--backend NAME]
                           [--threads N] [--workers N] [--max-memory GB] [--scheduler ADDRESS] [--ext .png]
                           [--force] [--no-progress]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyfusion.align import MOTIONS  # noqa: E402
+from pyfusion.align import INTERPOLATION, INTERPOLATIONS, MOTIONS  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402
 from pyfusion.batch import BatchError, run_batch  # noqa: E402
 from pyfusion.fusion import METHODS, method_options  # noqa: E402
@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--align", action="store_true", help="register the frames to the middle one first (ECC)")
     p.add_argument("--motion", choices=sorted(MOTIONS), default="affine",
                    help="alignment motion model (default affine; translation is more precise for pure shifts)")
+    p.add_argument("--align-interp", choices=tuple(INTERPOLATIONS), default=INTERPOLATION,
+                   help=f"resampling of the aligned frames (default {INTERPOLATION})")
     p.add_argument("--skip-unaligned", action="store_true",
                    help="leave out frames that fail to align (default: the stack fails)")
     p.add_argument("--model", help="registered model name or deploy weights file")
@@ -78,7 +80,8 @@ def options(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        align = {"motion": args.motion, "on_failure": "skip" if args.skip_unaligned else "stop"} if args.align else False
+        align = {"motion": args.motion, "interpolation": args.align_interp,
+                 "on_failure": "skip" if args.skip_unaligned else "stop"} if args.align else False
         records = run_batch(args.in_dir, args.out_dir, method=args.method, align=align, options=options(args),
                             pattern=args.pattern, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
                             ext=args.ext, force=args.force, progress=not args.no_progress and sys.stderr.isatty())

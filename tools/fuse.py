@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyfusion.align import INTERPOLATION, INTERPOLATIONS  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD  # noqa: E402
 from pyfusion.fusion import METHODS, _method, fuse, method_takes  # noqa: E402
@@ -83,6 +84,8 @@ def parse_args(argv=None):
                    "cropped to the region every source covers")
     p.add_argument("--align-motion", choices=("affine", "homography", "euclidean", "translation"), default="affine",
                    help="motion model of --align (default affine)")
+    p.add_argument("--align-interp", choices=tuple(INTERPOLATIONS),
+                   help=f"resampling of --align's warped sources (default {INTERPOLATION})")
     p.add_argument("--align-fill", action="store_true",
                    help="with --align: keep the full size, filling uncovered borders, instead of cropping")
     p.add_argument("--skip-unaligned", action="store_true",
@@ -90,8 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("-v", "--verbose", action="store_true", help="print the configuration and per-stage timings")
     args = p.parse_args(argv)
-    if (args.align_fill or args.skip_unaligned or args.align_motion != "affine") and not args.align:
-        p.error("--align-motion, --align-fill and --skip-unaligned need --align")
+    if not args.align and (args.align_fill or args.skip_unaligned or args.align_motion != "affine"
+                           or args.align_interp):
+        p.error("--align-motion, --align-interp, --align-fill and --skip-unaligned need --align")
     if len(args.sources) < 2:
         p.error("need at least two source images")
     if args.region_ratio is not None and not 0.0 <= args.region_ratio <= 1.0:
@@ -205,6 +209,8 @@ def run(args) -> int:
     if args.align:
         align = {"motion": args.align_motion, "fill": args.align_fill, "names": args.sources,
                  "on_failure": "skip" if args.skip_unaligned else "stop"}
+        if args.align_interp:
+            align["interpolation"] = args.align_interp
     result = fuse(images, method=args.method, align=align, **opts)
     kept = len(result.alignment.names) if result.alignment is not None else len(images)
     if result.alignment is not None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from pyfusion import stackbench  # noqa: E402
-from pyfusion.io import read_image, to_gray, to_unit, write_atomic  # noqa: E402
+from pyfusion.io import read_image, replace_block, to_gray, to_unit, write_atomic  # noqa: E402
 from pyfusion.synthetic import scores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     text = section(runs, numbers, args.figure, args.doc, how)
     print(text)
     if args.doc:
-        stackbench.replace_block(args.doc, "stack_pcb", text)
+        replace_block(args.doc, "stack_pcb", text)
     return 0
 
 

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from pyfusion import stackbench, synthetic  # noqa: E402
-from pyfusion.io import write_atomic  # noqa: E402
+from pyfusion.align import INTERPOLATION, INTERPOLATIONS  # noqa: E402
+from pyfusion.io import replace_block, write_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "stack_bench"
@@ -39,6 +40,8 @@ def parse_args(argv=None):
     ap.add_argument("--fusers", default=";".join(stackbench.FUSERS),
                     help=f"semicolon-separated, from {', '.join(stackbench.FUSERS)} (default all; enfuse only where "
                     "installed)")
+    ap.add_argument("--align-interp", choices=tuple(INTERPOLATIONS), default=INTERPOLATION,
+                    help=f"resampling of the moved + align condition (pyfusion.align; default {INTERPOLATION})")
     ap.add_argument("--threads", type=int, default=1, help="threads per fusion (default 1)")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/stack_bench.json", help="per-stack results "
                     "(default runs/stack_bench.json)")
@@ -59,9 +62,10 @@ def parse_args(argv=None):
 def config_of(args, fusers) -> dict:
     """What the results depend on (a rerun resumes only under the same configuration)."""
     return {"photos": str(args.photos), "count": args.count, "seed": args.seed, "start": args.start, "crop": args.crop,
-            "fusers": fusers, "threads": args.threads, "stack_frames": list(synthetic.STACK_FRAMES),
-            "stack_steps": list(synthetic.STACK_STEPS), "shake": {"shift": synthetic.SHAKE_SHIFT,
-            "rotation": synthetic.SHAKE_ROTATION, "breathing": list(synthetic.SHAKE_BREATHING)}}
+            "fusers": fusers, "threads": args.threads, "align_interpolation": args.align_interp,
+            "stack_frames": list(synthetic.STACK_FRAMES), "stack_steps": list(synthetic.STACK_STEPS),
+            "shake": {"shift": synthetic.SHAKE_SHIFT, "rotation": synthetic.SHAKE_ROTATION,
+                      "breathing": list(synthetic.SHAKE_BREATHING)}}
 
 
 def done_rows(path: Path, config: dict, fresh: bool) -> dict:
@@ -76,6 +80,7 @@ def command_line(args) -> str:
     parts = [f"python tools/stack_bench.py --count {args.count} --seed {args.seed}"]
     parts += [f"--start {args.start}"] if args.start else []
     parts += [f"--crop {args.crop}"] if args.crop else []
+    parts += [f"--align-interp {args.align_interp}"] if args.align_interp != INTERPOLATION else []
     return " ".join(parts)
 
 
@@ -96,14 +101,17 @@ def main(argv=None) -> int:
     rows = []
     stacks = synthetic.benchmark_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
     for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
-        rows.append(done.get(stack.name) or stackbench.score_stack(stack, fusers, threads=args.threads))
+        rows.append(done.get(stack.name) or stackbench.score_stack(stack, fusers, interpolation=args.align_interp,
+                                                                   threads=args.threads))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
     skipped = {f: why for r in rows for f, why in r["skipped"].items()}
     notes += [f"{f}: skipped, {why}" for f, why in skipped.items()]
+    notes.append(f"`align=True` resamples {'bicubically' if args.align_interp == 'cubic' else 'bilinearly'} "
+                 f"(`interpolation=\"{args.align_interp}\"`, pyfusion.align)")
     text = stackbench.summary(rows, command=command_line(args), notes=notes)
     print(text)
     if args.doc:
-        stackbench.replace_block(args.doc, "stack_bench", text)
+        replace_block(args.doc, "stack_bench", text)
     return 0
 
 
