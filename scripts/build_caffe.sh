@@ -10,7 +10,9 @@
 # numpy, variant) matches is not rebuilt; an interrupted one resumes (make keeps its objects).
 #
 # Environment:
-#   CUDA_DIR     the CUDA toolkit (default: the folder above `nvcc` on PATH, else /usr/local/cuda)
+#   CUDA_DIR     the CUDA toolkit (default /usr/local/cuda, else the folder above `nvcc` on PATH)
+#   CUDA_LIBS_DIR  a folder with include/ and lib/ of cuBLAS and cuRAND where the toolkit lacks them (default:
+#                NVIDIA's pip wheels found by PYTHON, e.g. those PyTorch brings)
 #   CUDA_ARCH    compute capabilities to compile for, e.g. "80 90" (default 90: H100/H200); PTX of the last is
 #                kept so newer GPUs can JIT it
 #   DEPS_PREFIX  a folder of unpacked .deb files (usr/include, usr/lib/<triplet>) used besides the system's, for
@@ -40,12 +42,15 @@ step() { echo "build_caffe: $*"; }
 case "$CUDA" in
   0) BUILD=$ROOT/build/caffe ;;
   1) BUILD=$ROOT/build/caffe-cuda
+     # the toolkit: CUDA_DIR, else /usr/local/cuda, else the folder above nvcc on PATH (wrappers resolved)
      if [ -z "${CUDA_DIR:-}" ]; then
-       if command -v nvcc >/dev/null; then CUDA_DIR=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)
-       else CUDA_DIR=/usr/local/cuda; fi
+       for d in /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /none/bin/nvcc)")")")"; do
+         [ -x "$d/bin/nvcc" ] && [ -f "$d/include/cuda_runtime.h" ] && { CUDA_DIR=$d; break; }
+       done
      fi
-     [ -x "$CUDA_DIR/bin/nvcc" ] || die "CUDA=1 needs the CUDA toolkit, but there is no nvcc ($CUDA_DIR/bin/nvcc; \
-set CUDA_DIR or put nvcc on PATH). Without a GPU, build the CPU variant: make caffe"
+     [ -n "${CUDA_DIR:-}" ] && [ -x "$CUDA_DIR/bin/nvcc" ] || die "CUDA=1 needs the CUDA toolkit, but there is no \
+nvcc (set CUDA_DIR, or put nvcc on PATH). Without a GPU, build the CPU variant: make caffe"
+     [ -f "$CUDA_DIR/include/cuda_runtime.h" ] || die "CUDA_DIR=$CUDA_DIR has no include/cuda_runtime.h"
      if [ -n "$CUDNN_DIR" ]; then
        [ -f "$CUDNN_DIR/include/cudnn.h" ] || die "CUDNN_DIR=$CUDNN_DIR has no include/cudnn.h"
        CUDNN_DIR=$(cd "$CUDNN_DIR" && pwd)
@@ -54,6 +59,9 @@ set CUDA_DIR or put nvcc on PATH). Without a GPU, build the CPU variant: make ca
   *) die "CUDA must be 0 or 1, not '$CUDA'" ;;
 esac
 SRC=$BUILD/src
+mkdir -p "$BUILD"
+exec 9>"$BUILD/.lock"
+flock -n 9 || die "another build is running in $BUILD"
 
 PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")') || die "cannot run $PY"
 NUMPY_INC=$("$PY" -c 'import numpy; print(numpy.get_include())') || die "numpy is not installed in $PY"
@@ -90,6 +98,7 @@ if [ -n "$DEPS_PREFIX" ]; then
   DEPS_PREFIX=$(cd "$DEPS_PREFIX" && pwd)
   LIBDIRS="$DEPS_PREFIX/usr/lib/$TRIPLET $LIBDIRS"
   INCDIRS="$DEPS_PREFIX/usr/include $DEPS_PREFIX/usr/include/$TRIPLET $INCDIRS"
+  [ -d "$DEPS_PREFIX/usr/include/$TRIPLET/openblas-pthread" ] && INCDIRS="$INCDIRS $DEPS_PREFIX/usr/include/$TRIPLET/openblas-pthread"
 fi
 find_lib() {  # find_lib NAME...: the first libNAME.so found in LIBDIRS
   for n in "$@"; do for d in $LIBDIRS; do [ -e "$d/lib$n.so" ] && { echo "$d/lib$n.so"; return 0; }; done; done
@@ -144,6 +153,12 @@ done
 LINKS=$BUILD/linknames; mkdir -p "$LINKS"
 ln -sf "$(find_lib hdf5_serial hdf5)" "$LINKS/libhdf5.so" || die "HDF5 not found in $LIBDIRS (libhdf5-dev)"
 ln -sf "$(find_lib hdf5_serial_hl hdf5_hl)" "$LINKS/libhdf5_hl.so" || die "HDF5 HL not found in $LIBDIRS"
+# OpenBLAS installed without its -dev package has only libopenblas.so.0: link -lopenblas to it
+if ! find_lib openblas >/dev/null; then
+  so=$(for d in $LIBDIRS; do ls "$d"/libopenblas.so.* "$d"/openblas-pthread/libopenblas.so.* 2>/dev/null; done | head -1)
+  [ -n "$so" ] || die "no OpenBLAS (libopenblas.so*) in $LIBDIRS"
+  ln -sf "$so" "$LINKS/libopenblas.so"
+fi
 PYLIBS=""
 if [ "$PYCAFFE" = 1 ]; then
   BP=$(find_lib "boost_python$PYVER") || die "no Boost.Python for Python ${PYVER:0:1}.${PYVER:1} in $LIBDIRS \
@@ -156,6 +171,23 @@ if [ -n "$CUDNN_DIR" ]; then  # the pip wheel has libcudnn.so.9 but no libcudnn.
   [ -n "$lib" ] || die "no libcudnn.so* in $CUDNN_DIR/lib"
   ln -sf "$lib" "$LINKS/libcudnn.so"
   LIBDIRS="$LIBDIRS $CUDNN_DIR/lib"
+fi
+if [ "$CUDA" = 1 ]; then
+  # cuBLAS and cuRAND: from the toolkit, else CUDA_LIBS_DIR, else NVIDIA's pip wheels (PyTorch's dependencies:
+  # site-packages/nvidia/*/{include,lib}), whose libraries have only versioned names (links made here)
+  for pair in cublas_v2.h:cublas curand.h:curand cublas_v2.h:cublasLt; do
+    h=${pair%%:*}; l=${pair##*:}
+    [ -f "$CUDA_DIR/include/$h" ] && { [ -e "$CUDA_DIR/lib64/lib$l.so" ] || [ -e "$CUDA_DIR/lib/lib$l.so" ]; } && continue
+    found=""
+    for d in ${CUDA_LIBS_DIR:-} $("$PY" -c 'import glob, site, sys
+for p in site.getsitepackages() + [site.getusersitepackages()] + sys.path:
+    print(" ".join(sorted(glob.glob(p + "/nvidia/*"))))' 2>/dev/null); do
+      if [ -f "$d/include/$h" ] && ls "$d"/lib/lib$l.so* >/dev/null 2>&1; then found=$d; break; fi
+    done
+    [ -n "$found" ] || die "no $h / lib$l.so in $CUDA_DIR, CUDA_LIBS_DIR or NVIDIA's pip wheels (pip install nvidia-${l,,})"
+    case " $INCDIRS " in *" $found/include "*) ;; *) INCDIRS="$INCDIRS $found/include"; LIBDIRS="$LIBDIRS $found/lib" ;; esac
+    [ -e "$found/lib/lib$l.so" ] || ln -sf "$(ls "$found"/lib/lib$l.so.* | head -1)" "$LINKS/lib$l.so"
+  done
 fi
 RPATH=""
 [ "$CUDA" = 1 ] && for d in "$CUDA_DIR/lib64" "$CUDA_DIR/lib"; do [ -d "$d" ] && RPATH="$RPATH -Wl,-rpath,$d"; done

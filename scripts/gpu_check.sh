@@ -32,6 +32,7 @@ CUDA_ARCH=${CUDA_ARCH:-${CAP:-90}}
 # 1. the .deb files, unpacked into a prefix ------------------------------------------------------------------------
 mkdir -p "$PREFIX"
 for d in "$DEPS"/debs/*.deb; do dpkg-deb -x "$d" "$PREFIX"; done
+for t in "$DEPS"/debs/*.tar.gz; do tar xzf "$t" -C "$PREFIX"; done
 # the -dev packages' .so links are absolute (/usr/lib/...): point them into the prefix
 for l in "$PREFIX/usr/lib/$TRIPLET"/*.so; do
   t=$(readlink "$l" || true)

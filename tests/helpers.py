@@ -5,6 +5,7 @@ Import as ``from helpers import random_params`` (pytest puts ``tests/`` on ``sys
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def pair(h, w, seed=0, c=None):
     a = rng.random(shape, dtype=np.float32)
     b = np.clip(a + rng.normal(0, 0.2, shape).astype(np.float32), 0, 1)
     return a, b
+
+
+def tiny_datasets(root, *, train: int = 2000, val: int = 200):
+    """Training and validation patch-pair sets (HDF5, ``root/{train,val}/list.txt``) cut from four random 48x48
+    images in ``root/imgs``: enough for a few solver steps."""
+    import cv2
+
+    from pyfusion import data
+
+    imgs = Path(root) / "imgs"
+    imgs.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(imgs / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    data.make_dataset([imgs], Path(root) / "train", examples=train, seed=1, progress=False)
+    data.make_dataset([imgs], Path(root) / "val", examples=val, seed=2, progress=False)
+    return Path(root)
+

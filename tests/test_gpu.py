@@ -84,18 +84,11 @@ def test_missing_device_is_an_error_not_an_abort(cuda_caffe):
 @pytest.mark.gpu
 def test_training_on_the_gpu_matches_the_cpu(cuda_caffe, tmp_path):
     """The solver on the GPU: the same first losses as on the CPU (same data, seed and weights), within 1e-3."""
-    import cv2
+    from helpers import tiny_datasets
 
-    from pyfusion import data
     from pyfusion.train import TrainConfig, train
 
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(imgs / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
-    data.make_dataset([imgs], tmp_path / "train", examples=1000, seed=1, progress=False)
-    data.make_dataset([imgs], tmp_path / "val", examples=200, seed=2, progress=False)
+    tiny_datasets(tmp_path, train=1000)
     losses = {}
     for dev in (-1, GPU):
         cfg = TrainConfig(train_list=str(tmp_path / "train" / "list.txt"), val_list=str(tmp_path / "val" / "list.txt"),

@@ -2,11 +2,9 @@
 import csv
 import json
 
-import cv2
-import numpy as np
 import pytest
+from helpers import tiny_datasets
 
-from pyfusion import data
 from pyfusion.train import TrainConfig, plateau_reached, train
 
 
@@ -24,15 +22,7 @@ def test_plateau_rule_on_synthetic_curves():
 
 @pytest.fixture(scope="module")
 def tiny_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    imgs = root / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(imgs / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
-    data.make_dataset([imgs], root / "train", examples=2000, seed=1, progress=False)
-    data.make_dataset([imgs], root / "val", examples=200, seed=2, progress=False)
-    return root
+    return tiny_datasets(tmp_path_factory.mktemp("tiny"))
 
 
 def _cfg(root, **kw):
