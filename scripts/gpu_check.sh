@@ -9,7 +9,8 @@
 # DEPS, made on a Debian 12 machine with network by scripts/fetch_gpu_deps.sh: Debian .deb files (unpacked into a
 # prefix, not installed), the Boost.Python sources (built here for this Python, so that pycaffe can be built), a
 # PyWavelets wheel and the Caffe sdist. Nothing is downloaded. Steps that cannot run are reported and skipped; the
-# exit status is that of the GPU tests.
+# exit status is that of the GPU tests. GPU_CHECK_CUDA=0 builds the CPU variant instead (a dry run of every other
+# step on a machine without CUDA); GPU_CHECK_PY: an interpreter that has the packages (no venv is made).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEPS=$(cd "${1:-$ROOT/build/gpu-deps}" 2>/dev/null && pwd) || { echo "gpu_check: no DEPS folder ${1:-build/gpu-deps} (scripts/fetch_gpu_deps.sh)" >&2; exit 2; }
@@ -65,10 +66,12 @@ for w in "$DEPS"/wheels/*.whl; do
   "$VPY" -c "import $mod" 2>/dev/null || "$VPY" -m pip install -q --no-index --no-deps "$w"
 done
 "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" || say "pip install -e . failed"
+CUDA=${GPU_CHECK_CUDA:-1}
+BUILD=$ROOT/build/caffe$([ "$CUDA" = 1 ] && echo -cuda)
 CAFFE_SDIST=$(ls "$DEPS"/brocolli-caffe-*.tar.gz | head -1) DEPS_PREFIX=$PREFIX CUDA_ARCH=$CUDA_ARCH PYCAFFE=$PYCAFFE \
-  JOBS=$(nproc) bash "$ROOT/scripts/build_caffe.sh" "$VPY" 1 && say "Caffe built (CUDA, arch $CUDA_ARCH)" \
-  || { tail -30 "$ROOT/build/caffe-cuda/make.log"; say "Caffe CUDA build failed"; }
-TOOL=$ROOT/build/caffe-cuda/src/build/tools/caffe
+  JOBS=$(nproc) bash "$ROOT/scripts/build_caffe.sh" "$VPY" "$CUDA" && say "Caffe built (CUDA=$CUDA, arch $CUDA_ARCH)" \
+  || { tail -30 "$BUILD/make.log"; say "Caffe build failed (CUDA=$CUDA)"; }
+TOOL=$BUILD/src/build/tools/caffe
 if [ -x "$TOOL" ]; then
   "$TOOL" device_query -gpu 0 > "$OUT/device_query.txt" 2>&1; say "caffe device_query: exit $? ($OUT/device_query.txt)"
 fi

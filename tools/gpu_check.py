@@ -116,7 +116,9 @@ def train_rows(gpu, caffe_tool, *, iters: int = 40) -> list[dict]:
             run.mkdir()
             solver_file = write_run_files(run, cfg, cfg.base_lr)
             n = iters if dev is not None else max(4, iters // 8)
-            if caffe_backend.available() and (dev is None or caffe_backend.has_cuda()):
+            if caffe_backend.available() and dev is not None and not caffe_backend.has_cuda():
+                continue  # a CPU-only pycaffe: no GPU to time
+            if caffe_backend.available():
                 import caffe
 
                 caffe_backend.use(dev)
@@ -151,9 +153,12 @@ def machine(gpu) -> dict:
     except (OSError, StopIteration):
         pass
     if gpu is not None:
-        q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader",
-                            "-i", str(gpu)], capture_output=True, text=True)
-        info["gpu"] = q.stdout.strip() if q.returncode == 0 else "none found"
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader",
+                                "-i", str(gpu)], capture_output=True, text=True, timeout=60)
+            info["gpu"] = q.stdout.strip() if q.returncode == 0 else "none found"
+        except (OSError, subprocess.TimeoutExpired):
+            info["gpu"] = "none found (no nvidia-smi)"
     return info
 
 
