@@ -171,8 +171,11 @@ if [ -n "$CUDNN_DIR" ]; then  # the pip wheel has libcudnn.so.9 but no libcudnn.
   [ -n "$lib" ] || die "no libcudnn.so* in $CUDNN_DIR/lib"
   ln -sf "$lib" "$LINKS/libcudnn.so"
   LIBDIRS="$LIBDIRS $CUDNN_DIR/lib"
+  INCDIRS="$INCDIRS $CUDNN_DIR/include"
 fi
 if [ "$CUDA" = 1 ]; then
+  # CUDA 13 keeps thrust/cub under include/cccl (nvcc finds it; g++ compiling Caffe's .cpp files needs it too)
+  [ -d "$CUDA_DIR/include/cccl" ] && INCDIRS="$INCDIRS $CUDA_DIR/include/cccl"
   # cuBLAS and cuRAND: from the toolkit, else CUDA_LIBS_DIR, else NVIDIA's pip wheels (PyTorch's dependencies:
   # site-packages/nvidia/*/{include,lib}), whose libraries have only versioned names (links made here)
   for pair in cublas_v2.h:cublas curand.h:curand cublas_v2.h:cublasLt; do
@@ -200,12 +203,7 @@ ARCH_FLAGS="$ARCH_FLAGS -gencode arch=compute_$last,code=compute_$last"
   if [ "$CUDA" = 1 ]; then
     echo "CUDA_DIR := $CUDA_DIR"
     echo "CUDA_ARCH := $ARCH_FLAGS"
-    if [ -n "$CUDNN_DIR" ]; then
-      echo "USE_CUDNN := 1"
-      echo "INCLUDE_DIRS += $CUDNN_DIR/include"
-    else
-      echo "USE_CUDNN := 0"
-    fi
+    echo "USE_CUDNN := $([ -n "$CUDNN_DIR" ] && echo 1 || echo 0)"
   else
     echo "CPU_ONLY := 1"
   fi

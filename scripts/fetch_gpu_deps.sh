@@ -6,12 +6,14 @@
 #
 # OUT gets: debs/ (Debian 12 .deb files: Boost 1.74 system/thread/filesystem and headers, glog, gflags, libunwind;
 # OpenBLAS's headers as a .tar.gz), boost-python/ (Boost.Python 1.74 sources, to build it for that machine's Python), wheels/
-# (PyWavelets, protobuf and six for CPython 3.12) and the Caffe sdist. About 22 MB: carry it with the working tree.
+# (PyWavelets, protobuf, six and wheel for CPython 3.12) and the Caffe sdist. About 22 MB: carry it with the working tree.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/build/gpu-deps}
 BOOST_ORIG=http://deb.debian.org/debian/pool/main/b/boost1.74/boost1.74_1.74.0.orig.tar.xz
 BOOST_SHA256=2467be4af625b5ae4b3c93fc7af196a09eba39c11a7338cd9e8b356fa44d2f45
+BOOST_DEBIAN=http://deb.debian.org/debian/pool/main/b/boost1.74/boost1.74_1.74.0+ds1-21.debian.tar.xz
+BOOST_DEBIAN_SHA256=6549dab4824c781e0510272ac352f9e0367d4d47c16c94989e5ec7447fd8f0d8
 DEBS="libboost1.74-dev libboost-system1.74-dev libboost-system1.74.0 libboost-thread1.74-dev libboost-thread1.74.0
       libboost-filesystem1.74-dev libboost-filesystem1.74.0 libboost-atomic1.74-dev libboost-atomic1.74.0
       libboost-chrono1.74-dev libboost-chrono1.74.0 libboost-date-time1.74-dev libboost-date-time1.74.0
@@ -30,17 +32,24 @@ if [ ! -f "$OUT/debs/openblas-headers.tar.gz" ]; then
   rm -rf "$tmp"
 fi
 if [ ! -d "$OUT/boost-python/src" ]; then
+  # the upstream sources with Debian's Python patches of 1.74.0+ds1-21 (Python >= 3.10: Py_SET_TYPE, enums)
   tmp=$(mktemp -d)
   curl -sfL -o "$tmp/boost.tar.xz" "$BOOST_ORIG" || die "download of $BOOST_ORIG failed"
   echo "$BOOST_SHA256  $tmp/boost.tar.xz" | sha256sum -c --quiet - || die "sha256 mismatch for $BOOST_ORIG"
-  tar xJf "$tmp/boost.tar.xz" -C "$tmp" boost/libs/python/src boost/LICENSE_1_0.txt
-  mkdir -p "$OUT/boost-python" && mv "$tmp/boost/libs/python/src" "$OUT/boost-python/src"
-  mv "$tmp/boost/LICENSE_1_0.txt" "$OUT/boost-python/"
+  curl -sfL -o "$tmp/debian.tar.xz" "$BOOST_DEBIAN" || die "download of $BOOST_DEBIAN failed"
+  echo "$BOOST_DEBIAN_SHA256  $tmp/debian.tar.xz" | sha256sum -c --quiet - || die "sha256 mismatch for $BOOST_DEBIAN"
+  tar xJf "$tmp/boost.tar.xz" -C "$tmp" boost/libs/python/src boost/libs/python/include boost/LICENSE_1_0.txt
+  tar xJf "$tmp/debian.tar.xz" -C "$tmp"
+  for p in python3.10-file python3.10-pep-620 fix-enum python-enum; do
+    patch -d "$tmp/boost" -p1 -s -f < "$tmp/debian/patches/$p.patch" || die "Debian's $p.patch does not apply"
+  done
+  mkdir -p "$OUT/boost-python"
+  mv "$tmp/boost/libs/python/src" "$tmp/boost/libs/python/include" "$tmp/boost/LICENSE_1_0.txt" "$OUT/boost-python/"
   rm -rf "$tmp"
 fi
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}; [ -x "$PYTHON" ] || PYTHON=python3
 "$PYTHON" -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
-  -d "$OUT/wheels" "PyWavelets==1.9.0" "protobuf==5.29.6" "six==1.17.0" || die "pip download of the wheels failed"
+  -d "$OUT/wheels" "PyWavelets==1.9.0" "protobuf==5.29.6" "six==1.17.0" "wheel==0.45.1" || die "pip download of the wheels failed"
 # the Caffe sdist that scripts/build_caffe.sh checks (its VERSION and SHA256)
 eval "$(grep -E '^(VERSION|SHA256)=' "$ROOT/scripts/build_caffe.sh")"
 SDIST=$OUT/brocolli-caffe-$VERSION.tar.gz
