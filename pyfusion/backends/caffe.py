@@ -62,6 +62,16 @@ def peak_bytes(model: models.Model, h: int, w: int) -> int:
     return 4 * (blobs + im2col)
 
 
+def _cudart_libs() -> list[str] | None:
+    """Paths of the CUDA runtime libraries mapped into this process (none for a CPU_ONLY pycaffe); None where
+    ``/proc/self/maps`` cannot be read."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    return sorted({ln.split()[-1] for ln in maps.splitlines() if "libcudart" in ln and "/" in ln})
+
+
 def has_cuda() -> bool:
     """Whether the importable pycaffe was built with CUDA: it then maps the CUDA runtime into the process.
 
@@ -70,10 +80,8 @@ def has_cuda() -> bool:
     """
     import caffe
 
-    try:
-        return "libcudart" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return hasattr(caffe, "set_device")
+    libs = _cudart_libs()
+    return hasattr(caffe, "set_device") if libs is None else bool(libs)
 
 
 def device_count() -> int:
@@ -83,11 +91,7 @@ def device_count() -> int:
     """
     import ctypes
 
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return 0
-    libs = sorted({ln.split()[-1] for ln in maps.splitlines() if "libcudart" in ln and "/" in ln})
+    libs = _cudart_libs()
     if not libs:
         return 0
     n = ctypes.c_int(0)
@@ -183,10 +187,8 @@ def runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=None, hea
 def frame_runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=None):
     """``run(img)`` for one (H, W, C) float32 tile: its per-frame score (pre-sigmoid, without the head's bias;
     :func:`pyfusion.net.frame_scores`), from branch A's conv3 maps of the deploy twin."""
-    import numpy as np
-
     from ..onnx_export import fold_head
-    from .onnx import frame_head
+    from .onnx import antisymmetric_head, frame_head
 
     if model.branches != "siamese":
         raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
@@ -194,9 +196,7 @@ def frame_runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=Non
     path = models.check_file(caffemodel, required_side_car=models.is_registered_file(caffemodel))
     net = _net(model.name, str(path), os.path.getmtime(path), gpu)
     # the folded head (2 C3, K, K) as the ONNX twin has it (float32), its halves subtracted in float64
-    head = fold_head(net.params["fc1-conv"][0].data, net.params["fc2-conv"][0].data)[0].astype(np.float64)
-    c3 = head.shape[0] // 2
-    head = (head[:c3] - head[c3:]) / 2
+    head = antisymmetric_head(fold_head(net.params["fc1-conv"][0].data, net.params["fc2-conv"][0].data)[0])
 
     def run(img):
         h, w, c = img.shape

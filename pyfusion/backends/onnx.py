@@ -5,7 +5,7 @@ sigmoid. Runs on the CPU, or on a GPU where ONNX Runtime has a CUDA execution pr
 
 Per-frame scores (:func:`frame_runner`, :func:`pyfusion.net.frame_scores`) of a siamese net: the model's trunk
 (its nodes before the head, cut out as a model of its own) on one source, then the antisymmetric head
-``(A - B) / 2`` of the folded head's taps applied in numpy (:func:`frame_head`), as
+``(A - B) / 2`` of the folded head's taps (:func:`antisymmetric_head`) applied in numpy (:func:`frame_head`), as
 :meth:`pyfusion.backends.winograd.Net.frame_scores`.
 """
 from __future__ import annotations
@@ -112,6 +112,14 @@ def frame_head(features: np.ndarray, head: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def antisymmetric_head(folded: np.ndarray) -> np.ndarray:
+    """The per-frame head (C3, K, K), float32: ``(A - B) / 2`` of the folded head's source-A and source-B halves
+    (``folded``: (2 C3, K, K), A's channels first), computed in float64."""
+    t = np.asarray(folded, np.float64)
+    c3 = t.shape[0] // 2
+    return ((t[:c3] - t[c3:]) / 2).astype(np.float32)
+
+
 @lru_cache(maxsize=4)
 def _frame_net(path: str, mtime_ns: int, threads: int):
     """``(session, output name, head)``: the trunk of the siamese ONNX twin at ``path`` (its nodes before the
@@ -137,9 +145,7 @@ def _frame_net(path: str, mtime_ns: int, threads: int):
     model.ir_version = full.ir_version
     taps = next(numpy_helper.to_array(t) for t in g.initializer if t.name == "head_taps_w")   # (K*K, 2 C3, 1, 1)
     k = int(round(taps.shape[0] ** 0.5))
-    t = taps.reshape(k, k, -1).transpose(2, 0, 1).astype(np.float64)                          # (2 C3, K, K)
-    c3 = t.shape[0] // 2
-    head = ((t[:c3] - t[c3:]) / 2).astype(np.float32)
+    head = antisymmetric_head(taps.reshape(k, k, -1).transpose(2, 0, 1))                       # (C3, K, K)
     return _new_session(model.SerializeToString(), threads), nodes[-1].output[0], head
 
 
