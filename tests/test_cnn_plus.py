@@ -145,3 +145,27 @@ def test_shipped_model_end_to_end_and_cli(tmp_path, winograd):
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     np.testing.assert_array_equal(read_image(out), r.fused)
+
+
+def test_tuning_tool_references_truth_and_mix():
+    """tools/tune_cnn_plus.py's analysis rows: ``truth`` is the sharp photo, ``mix:delta=0`` is cnn-plus itself and
+    ``mix:delta=D`` gives the other source the share ``D`` where the map is binary."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import tune_cnn_plus
+
+    a, b = pair(np.uint8, colour=True, seed=3)
+    sharp = np.full_like(a, 7)
+    p = SimpleNamespace(a=a, b=b, sharp=sharp)
+    fns = {"score_fn": left_scores}
+    assert tune_cnn_plus.fuse_candidate("truth", p, fns) is sharp
+    plus = pyfusion.fuse([a, b], method="cnn-plus", score_fn=left_scores)
+    np.testing.assert_array_equal(tune_cnn_plus.fuse_candidate("mix:delta=0", p, fns), plus.fused)
+    mixed = tune_cnn_plus.fuse_candidate("mix:delta=0.25", p, fns)
+    ones = plus.decision_map == 1.0
+    assert ones.any() and mixed.dtype == a.dtype
+    want = from_unit(0.75 * to_unit(a) + 0.25 * to_unit(b), np.uint8)
+    np.testing.assert_array_equal(mixed[ones], want[ones])
+    np.testing.assert_array_equal(tune_cnn_plus.fuse_candidate("cnn-plus:band=2", p, fns),
+                                  pyfusion.fuse([a, b], method="cnn-plus", band=2, score_fn=left_scores).fused)

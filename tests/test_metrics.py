@@ -657,3 +657,15 @@ _WRONG_DEGENERATE = {"always NaN": lambda fn: (lambda *t: float("nan")),
 def test_constant_image_check_rejects_wrong_conventions(name, wrong):
     with pytest.raises(AssertionError):
         _check_constant_images(_WRONG_DEGENERATE[wrong](METRICS[name]), name)
+
+
+def test_column_agreement_negates_qcv_and_ranks():
+    from pyfusion.metrics.table import column_agreement
+
+    means = {"x": {"QMI": 1.0, "QE": 0.5, "QCV": 30.0},
+             "y": {"QMI": 2.0, "QE": 0.4, "QCV": 20.0},
+             "z": {"QMI": 3.0, "QE": 0.3, "QCV": 10.0}}
+    leaders, rho = column_agreement(means)
+    assert leaders == {"QMI": "z", "QE": "x", "QCV": "z"}     # QCV: lower is better
+    assert rho["QMI", "QCV"] == pytest.approx(1.0) and rho["QMI", "QE"] == pytest.approx(-1.0)
+    assert rho["QE", "QE"] == pytest.approx(1.0)

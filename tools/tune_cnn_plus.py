@@ -11,6 +11,12 @@ in tools/groundtruth.py) fuses every pair; the fused image is scored with the su
 --cache (a candidate changes only the steps after them), and so is every result in --json (an interrupted run
 resumes; a candidate already there is not run again).
 
+Two references that are not methods, for the analysis of docs/cnn_plus.md (never ranked, never chosen):
+``truth`` scores the sharp photo itself as if it were a fused image, and ``mix:delta=D`` the shipped ``cnn-plus``
+with a share ``D`` of the other source everywhere (weight ``D + (1 - 2 D) W``), a blend away from the truth.
+
+    python tools/tune_cnn_plus.py --count 24 --candidates "$(python tools/tune_cnn_plus.py --print-analysis)"
+
 The rule (docs/cnn_plus.md): among the ``cnn-plus`` candidates whose mean PSNR is not below ``cnn``'s, the lowest
 mean rank over the 8 metric columns (means over the pairs rounded to 4 decimals; QCV: lower is better); ties: the
 higher mean PSNR.
@@ -27,10 +33,11 @@ import numpy as np
 import pyfusion
 from pyfusion import synthetic
 from pyfusion.fusion import method_takes
-from pyfusion.io import write_atomic
-from pyfusion.methods.cnn import net_score_fn
+from pyfusion.io import from_unit, to_unit, write_atomic
+from pyfusion.methods.cnn import net_score_fn, weighted_average
 from pyfusion.metrics import LOWER_IS_BETTER, METRICS
 from pyfusion.metrics import phase as _phase
+from pyfusion.metrics.table import column_agreement, load_survey, survey_means
 
 #: The tuning grid of docs/cnn_plus.md: the references, then the cnn-plus candidates, every option written out.
 GRID = (
@@ -57,6 +64,9 @@ GRID = (
     "cnn-plus:band=8,focus_radius=2,power=2,gf_radius=2",
     "cnn-plus:band=8,focus_radius=4,power=2.5,gf_radius=0",
 )
+
+#: The analysis of docs/cnn_plus.md: does the truth lead every column, and what does a blend buy and cost?
+ANALYSIS = ("truth", "cnn", "cnn-plus", "mix:delta=0.02", "mix:delta=0.05", "mix:delta=0.1", "mix:delta=0.2")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -111,7 +121,20 @@ def main(argv=None):
     ap.add_argument("--cache", default="runs/cnn_plus/scores")
     ap.add_argument("--json", default="runs/cnn_plus/tuning.json")
     ap.add_argument("--out", help="markdown table")
+    ap.add_argument("--against", metavar="CANDIDATE", help="add a table: on how many pairs each candidate beats "
+                    "this one, per column")
+    ap.add_argument("--softness", type=float, help="tabulate only the pairs of this focus-edge softness "
+                    f"(one of {synthetic.SOFTNESS}; 0: hard edges, where truth is the exact selection by the mask)")
+    ap.add_argument("--print-analysis", action="store_true", help="print the ANALYSIS candidates and exit")
+    ap.add_argument("--published", metavar="METRICS_JSON", help="print how the survey's published columns agree "
+                    "(leaders, rank correlations over its 18 methods) and exit; runs nothing")
     args = ap.parse_args(argv)
+    if args.print_analysis:
+        print(";".join(ANALYSIS))
+        return 0
+    if args.published:
+        print(published_agreement(args.published))
+        return 0
     if (args.start, args.seed) == (0, 0):
         print("tune_cnn_plus: error: start 0 seed 0 is the test set", file=sys.stderr)
         return 2
@@ -133,11 +156,8 @@ def main(argv=None):
             todo = [m for m in metrics if m not in row]
             if not todo and "psnr" in row:
                 continue
-            spec = parse_method(c)
-            takes = method_takes(spec["method"])
-            opts = {k: v for k, v in fns.items() if k in takes}
             t0 = time.perf_counter()
-            fused = pyfusion.fuse([p.a, p.b], **spec, **opts).fused
+            fused = fuse_candidate(c, p, fns)
             row["seconds"] = time.perf_counter() - t0
             row.update(synthetic.scores(fused, p.sharp))
             for m in todo:
@@ -153,9 +173,44 @@ def main(argv=None):
     return 0
 
 
+def published_agreement(path) -> str:
+    """Markdown: per survey set, each column's leader and its rank correlation with every other column."""
+    survey, methods = load_survey(path)
+    images = sorted(next(iter(next(iter(survey.values())).values())))
+    lines = []
+    for name, prefix in (("grayscale", "g_"), ("colour", "c_")):
+        leaders, rho = column_agreement(survey_means(survey, methods, [i for i in images if i.startswith(prefix)]))
+        cols = list(leaders)
+        lines += [f"{name}: Spearman rank correlation of the columns over the {len(methods)} published methods "
+                  "(QCV negated: higher is better everywhere)", "",
+                  "| column (leader) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        lines += [f"| {k} ({leaders[k]}) | " + " | ".join(f"{rho[k, j]:+.2f}" for j in cols) + " |" for k in cols]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fuse_candidate(spec: str, pair, fns: dict) -> np.ndarray:
+    """The fused image of one candidate on one pair: a method (``NAME:key=value,...``), ``truth`` (the sharp
+    photo) or ``mix:delta=D`` (the shipped cnn-plus's weight map ``W`` turned into ``D + (1 - 2 D) W``)."""
+    if spec == "truth":
+        return pair.sharp
+    opts = parse_method(spec)
+    if opts["method"] == "mix":
+        delta = float(opts.pop("delta"))
+        res = pyfusion.fuse([pair.a, pair.b], method="cnn-plus", score_fn=fns["score_fn"])
+        weight = delta + (1.0 - 2.0 * delta) * res.decision_map
+        fused = weighted_average(to_unit(pair.a), to_unit(pair.b), weight)
+        return from_unit(fused, pair.a.dtype)
+    takes = method_takes(opts["method"])
+    return pyfusion.fuse([pair.a, pair.b], **opts, **{k: v for k, v in fns.items() if k in takes}).fused
+
+
 def table(results, cands, metrics, args) -> str:
     """Means per candidate, the rank of each cnn-plus candidate per column and the rule's choice."""
     names = sorted(set.intersection(*(set(results[c]) for c in cands)))
+    if args.softness is not None:   # pair k has the k-th softness of the cycle (synthetic.benchmark_pairs)
+        soft = synthetic.SOFTNESS
+        names = [n for n in names if soft[int(n.split("_")[0]) % len(soft)] == args.softness]
     mean = {c: {m: float(np.mean([results[c][n][m] for n in names])) for m in [*metrics, "psnr", "ssim"]}
             for c in cands}
     plus = [c for c in cands if c.startswith("cnn-plus")]
@@ -168,7 +223,8 @@ def table(results, cands, metrics, args) -> str:
     base = "cnn" if "cnn" in cands else None
     better = {c: sum((mean[c][m] < mean[base][m]) if m in LOWER_IS_BETTER else (mean[c][m] > mean[base][m])
                      for m in metrics) for c in plus} if base else {}
-    lines = [f"Means over {len(names)} tuning pairs (`tools/tune_cnn_plus.py --count {args.count} --start "
+    which = "" if args.softness is None else f", focus-edge softness {args.softness:g} only"
+    lines = [f"Means over {len(names)} tuning pairs{which} (`tools/tune_cnn_plus.py --count {args.count} --start "
              f"{args.start} --seed {args.seed}`); rank: among the {len(plus)} cnn-plus candidates; "
              f"vs cnn: columns better than `cnn`.", "",
              "| candidate | " + " | ".join(metrics) + " | PSNR | SSIM | mean rank | vs cnn |",
@@ -178,6 +234,14 @@ def table(results, cands, metrics, args) -> str:
         extra = [f"{mrank[c]:.2f}", str(better.get(c, ""))] if c in plus else ["", ""]
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {mean[c]['psnr']:.2f} | {mean[c]['ssim']:.4f} | "
                      + " | ".join(extra) + " |")
+    if args.against:
+        ref = results[args.against]
+        lines += ["", f"Pairs (of {len(names)}) on which each candidate is better than `{args.against}`:", "",
+                  "| candidate | " + " | ".join([*metrics, "PSNR"]) + " |", "|---|" + "---:|" * (len(metrics) + 1)]
+        for c in cands:
+            wins = [sum((results[c][n][m] < ref[n][m]) if m in LOWER_IS_BETTER else (results[c][n][m] > ref[n][m])
+                        for n in names) for m in [*metrics, "psnr"]]
+            lines.append(f"| {c} | " + " | ".join(map(str, wins)) + " |")
     ok = [c for c in plus if base is None or mean[c]["psnr"] >= mean[base]["psnr"]]
     if ok:
         best = min(ok, key=lambda c: (mrank[c], -mean[c]["psnr"]))

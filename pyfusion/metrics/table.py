@@ -26,7 +26,7 @@ from ..io import write_atomic  # noqa: F401  (re-exported: tools/evaluate.py wri
 from . import LOWER_IS_BETTER, METRICS
 
 __all__ = ["EvaluationError", "Case", "find_cases", "evaluate", "load_survey", "survey_means",
-           "published_gaps", "summarize", "render", "write_atomic", "find_survey_file"]
+           "column_agreement", "published_gaps", "summarize", "render", "write_atomic", "find_survey_file"]
 
 IMAGE_EXTS = frozenset({".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".ppm", ".pgm", ".pnm"})
 
@@ -206,6 +206,34 @@ def survey_means(survey, methods, images):
     if not images or any(img not in any_metric for img in images):
         return None
     return {m: {k: float(np.mean([survey[m][k][i] for i in images])) for k in survey[m]} for m in methods}
+
+
+def column_agreement(means):
+    """How far the metric columns of a table agree: the leader of each column and the rank correlation of each
+    pair of columns over the methods.
+
+    Parameters
+    ----------
+    means : dict
+        ``{method: {metric: value}}`` (e.g. :func:`survey_means`); QCV (:data:`LOWER_IS_BETTER`) is negated first,
+        so that higher is better everywhere.
+
+    Returns
+    -------
+    leaders : dict
+        ``{metric: method}``, the best method of each column.
+    rho : dict
+        ``{(m1, m2): float}``, Spearman's rank correlation of the two columns over the methods (average ranks
+        for ties).
+    """
+    from scipy.stats import spearmanr
+
+    methods = list(means)
+    metrics = list(means[methods[0]])
+    cols = {k: np.array([(-1 if k in LOWER_IS_BETTER else 1) * means[m][k] for m in methods]) for k in metrics}
+    leaders = {k: methods[int(np.argmax(cols[k]))] for k in metrics}
+    rho = {(k1, k2): float(spearmanr(cols[k1], cols[k2]).statistic) for k1 in metrics for k2 in metrics}
+    return leaders, rho
 
 
 def published_gaps(results, survey):
