@@ -169,3 +169,25 @@ def test_tuning_tool_references_truth_and_mix():
     np.testing.assert_array_equal(mixed[ones], want[ones])
     np.testing.assert_array_equal(tune_cnn_plus.fuse_candidate("cnn-plus:band=2", p, fns),
                                   pyfusion.fuse([a, b], method="cnn-plus", band=2, score_fn=left_scores).fused)
+
+
+def test_tuning_table_against_and_softness():
+    """The tuning tool's table: ``--softness 0`` keeps pairs 0, 3, 6, ... (the hard-edge ones of the cycle) and
+    ``--against`` counts, per column, the pairs where each candidate is better (QCV: lower)."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import tune_cnn_plus
+
+    def row(qmi, qcv, psnr):
+        return {"QMI": qmi, "QCV": qcv, "psnr": psnr, "ssim": 0.9}
+
+    results = {"truth": {n: row(1.0, 5.0, 99.0) for n in ("00_a", "01_b", "03_c")},
+               "cnn": {"00_a": row(0.9, 4.0, 40.0), "01_b": row(1.1, 6.0, 40.0), "03_c": row(0.8, 4.5, 40.0)},
+               "cnn-plus": {"00_a": row(1.2, 6.0, 45.0), "01_b": row(1.3, 4.0, 45.0), "03_c": row(0.9, 6.0, 45.0)}}
+    args = SimpleNamespace(count=3, start=50, seed=1, softness=0.0, against="truth")
+    text = tune_cnn_plus.table(results, list(results), ["QMI", "QCV"], args)
+    assert "Means over 2 tuning pairs, focus-edge softness 0 only" in text
+    assert "| cnn | 0 | 2 | 0 |" in text          # QMI worse on 00 and 03, QCV better on both
+    assert "| cnn-plus | 1 | 0 | 0 |" in text
+    assert "`cnn-plus`" in text.splitlines()[-1]
