@@ -38,6 +38,7 @@ from pyfusion.methods.cnn import net_score_fn, weighted_average
 from pyfusion.metrics import LOWER_IS_BETTER, METRICS
 from pyfusion.metrics import phase as _phase
 from pyfusion.metrics.table import column_agreement, load_survey, survey_means
+from pyfusion.reproduce import survey_sets
 
 #: The tuning grid of docs/cnn_plus.md: the references, then the cnn-plus candidates, every option written out.
 GRID = (
@@ -176,10 +177,11 @@ def main(argv=None):
 def published_agreement(path) -> str:
     """Markdown: per survey set, each column's leader and its rank correlation with every other column."""
     survey, methods = load_survey(path)
-    images = sorted(next(iter(next(iter(survey.values())).values())))
+    first = survey[methods[0]]
+    sets = survey_sets(sorted(next(iter(first.values()))))
     lines = []
-    for name, prefix in (("grayscale", "g_"), ("colour", "c_")):
-        leaders, rho = column_agreement(survey_means(survey, methods, [i for i in images if i.startswith(prefix)]))
+    for name in ("grayscale", "colour"):
+        leaders, rho = column_agreement(survey_means(survey, methods, sets[name]))
         cols = list(leaders)
         lines += [f"{name}: Spearman rank correlation of the columns over the {len(methods)} published methods "
                   "(QCV negated: higher is better everywhere)", "",
@@ -205,6 +207,11 @@ def fuse_candidate(spec: str, pair, fns: dict) -> np.ndarray:
     return pyfusion.fuse([pair.a, pair.b], **opts, **{k: v for k, v in fns.items() if k in takes}).fused
 
 
+def _better(x: float, y: float, metric: str) -> bool:
+    """Whether value ``x`` of ``metric`` is strictly better than ``y`` (lower for QCV, else higher)."""
+    return x < y if metric in LOWER_IS_BETTER else x > y
+
+
 def table(results, cands, metrics, args) -> str:
     """Means per candidate, the rank of each cnn-plus candidate per column and the rule's choice."""
     names = sorted(set.intersection(*(set(results[c]) for c in cands)))
@@ -221,8 +228,7 @@ def table(results, cands, metrics, args) -> str:
             rank[c][m] = 1 + sum(sign * round(mean[o][m], 4) < sign * round(mean[c][m], 4) for o in plus)
     mrank = {c: float(np.mean(list(rank[c].values()))) for c in plus}
     base = "cnn" if "cnn" in cands else None
-    better = {c: sum((mean[c][m] < mean[base][m]) if m in LOWER_IS_BETTER else (mean[c][m] > mean[base][m])
-                     for m in metrics) for c in plus} if base else {}
+    better = {c: sum(_better(mean[c][m], mean[base][m], m) for m in metrics) for c in plus} if base else {}
     which = "" if args.softness is None else f", focus-edge softness {args.softness:g} only"
     lines = [f"Means over {len(names)} tuning pairs{which} (`tools/tune_cnn_plus.py --count {args.count} --start "
              f"{args.start} --seed {args.seed}`); rank: among the {len(plus)} cnn-plus candidates; "
@@ -239,8 +245,7 @@ def table(results, cands, metrics, args) -> str:
         lines += ["", f"Pairs (of {len(names)}) on which each candidate is better than `{args.against}`:", "",
                   "| candidate | " + " | ".join([*metrics, "PSNR"]) + " |", "|---|" + "---:|" * (len(metrics) + 1)]
         for c in cands:
-            wins = [sum((results[c][n][m] < ref[n][m]) if m in LOWER_IS_BETTER else (results[c][n][m] > ref[n][m])
-                        for n in names) for m in [*metrics, "psnr"]]
+            wins = [sum(_better(results[c][n][m], ref[n][m], m) for n in names) for m in [*metrics, "psnr"]]
             lines.append(f"| {c} | " + " | ".join(map(str, wins)) + " |")
     ok = [c for c in plus if base is None or mean[c]["psnr"] >= mean[base]["psnr"]]
     if ok:
