@@ -26,7 +26,7 @@ from pathlib import Path
 from .constants import BLUR_LEVELS, PATCH, STRIDE
 from .util import ROOT, sha256_file
 
-__all__ = ["Model", "MODELS", "ModelError", "get", "check_file", "DEFAULT"]
+__all__ = ["Model", "MODELS", "ModelError", "get", "check_file", "require_siamese", "DEFAULT"]
 
 PROTOTXT = ROOT / "prototxt"
 DEFAULT = "cnn"
@@ -122,6 +122,14 @@ class Model:
         if h < self.patch or w < self.patch:
             raise ValueError(f"image {h}x{w} is smaller than one {self.patch}x{self.patch} patch")
         return -(-h // self.stride) - self.head + 1, -(-w // self.stride) - self.head + 1
+
+
+def require_siamese(branches: str, what: str) -> None:
+    """NotImplementedError unless ``branches`` is ``"siamese"``: a per-frame score needs one trunk for both sources
+    and a head linear in each (every backend's ``frame_scores`` / ``frame_runner``). ``what`` names the net."""
+    if branches != "siamese":
+        raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
+                                  f"linear in each); {what} is {branches}: fuse in series")
 
 
 _WAVELET = {"levels": BLUR_LEVELS, "wavelet": "haar"}

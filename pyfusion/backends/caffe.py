@@ -190,9 +190,7 @@ def frame_runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=Non
     from ..onnx_export import fold_head
     from .onnx import antisymmetric_head, frame_head
 
-    if model.branches != "siamese":
-        raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
-                                  f"linear in each); {model.name} is {model.branches}: fuse in series")
+    models.require_siamese(model.branches, model.name)
     path = models.check_file(caffemodel, required_side_car=models.is_registered_file(caffemodel))
     net = _net(model.name, str(path), os.path.getmtime(path), gpu)
     # the folded head (2 C3, K, K) as the ONNX twin has it (float32), its halves subtracted in float64

@@ -155,9 +155,7 @@ def frame_runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=Non
     if gpu is not None:
         raise ValueError("the onnx backend picks its device itself (CUDA where ONNX Runtime has it); use "
                          "backend='caffe' for gpu=")
-    if model.branches != "siamese":
-        raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
-                                  f"linear in each); {model.name} is {model.branches}: fuse in series")
+    models.require_siamese(model.branches, model.name)
     path = models.check_onnx(onnx, caffemodel)
     sess, out, head = _frame_net(str(path), os.stat(path).st_mtime_ns, threads)
     name = sess.get_inputs()[0].name

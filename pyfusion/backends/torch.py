@@ -339,9 +339,7 @@ class Net:
     def frame_scores(self, img: np.ndarray) -> np.ndarray:
         """Per-frame focus score ``s = (u - v) / 2`` of one source (pre-sigmoid, no bias): the antisymmetric head
         on one trunk pass, as :meth:`pyfusion.backends.winograd.Net.frame_scores`."""
-        if self.branches != "siamese":
-            raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
-                                      f"linear in each); this one is {self.branches}: fuse in series")
+        models.require_siamese(self.branches, "this one")
         img = self._source(img, "img")
         self._score_shape(img, img)
         with self._settings():

@@ -50,6 +50,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .. import models
+
 __all__ = ["available", "why_unavailable", "isa", "load_params", "transform_filter", "pack_panels", "Net",
            "bytes_needed", "BYTES_PER_PIXEL", "BASE_BYTES", "NAME", "GRID", "HALO_BEFORE", "exact_scores",
            "peak_bytes", "runner", "frame_runner"]
@@ -334,9 +336,7 @@ class Net:
         one source gives ``s`` with ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))``. One trunk pass (the same
         fused kernels as :meth:`__call__`, one source), then the head's sum without the sigmoid.
         """
-        if self.branches != "siamese":
-            raise NotImplementedError(f"per-frame scores need a siamese net (one trunk for both sources, a head "
-                                      f"linear in each); this one is {self.branches}: fuse in series")
+        models.require_siamese(self.branches, "this one")
         img = self._source(img, "img")
         h, w, hp, wp = self._score_shape(img, img)
         taps = np.empty((hp, wp, self.kk), np.float32)
@@ -397,8 +397,6 @@ def _cached_net(path: str, mtime_ns: int, threads: int):
 
 def runner(model, caffemodel, onnx, *, threads: int, gpu=None):
     """``run(a, b)`` for (H, W, C) float32 tiles: the model's folded twin (weights from its ONNX file)."""
-    from .. import models
-
     if gpu is not None:
         raise ValueError("the winograd backend runs on the CPU; use backend='caffe' for gpu=")
     if not available():
