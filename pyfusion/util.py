@@ -52,8 +52,9 @@ def available_bytes() -> int:
     return 4 << 30
 
 
-def gpu_free_bytes(gpu: int) -> int | None:
-    """Free memory of CUDA device ``gpu`` as ``nvidia-smi`` reports it (bytes); None where it cannot tell."""
+def gpu_query(gpu: int, fields: str, *, units: bool = False, timeout: float = 30) -> str | None:
+    """``nvidia-smi --query-gpu=FIELDS`` of CUDA device ``gpu`` (CSV, no header; units only with ``units``),
+    stripped; None where there is no ``nvidia-smi`` or it fails."""
     import shutil
     import subprocess
 
@@ -61,10 +62,19 @@ def gpu_free_bytes(gpu: int) -> int | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", str(int(gpu))],
-                             capture_output=True, text=True, timeout=30)
-        return int(out.stdout.split()[0]) << 20 if out.returncode == 0 else None
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        fmt = "csv,noheader" if units else "csv,noheader,nounits"
+        out = subprocess.run([exe, f"--query-gpu={fields}", f"--format={fmt}", "-i", str(int(gpu))],
+                             capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def gpu_free_bytes(gpu: int) -> int | None:
+    """Free memory of CUDA device ``gpu`` as ``nvidia-smi`` reports it (bytes); None where it cannot tell."""
+    try:
+        return int(gpu_query(gpu, "memory.free").split()[0]) << 20
+    except (AttributeError, ValueError, IndexError):
         return None
 
 

@@ -103,6 +103,23 @@ def test_gpu_budget_is_half_the_free_memory(monkeypatch):
     assert tiling.default_max_memory(0) == tiling.default_max_memory()
 
 
+def test_gpu_queries_read_nvidia_smi(tmp_path, monkeypatch):
+    """util.gpu_query / gpu_free_bytes through a stand-in nvidia-smi: MiB to bytes, units only when asked, None
+    without the program or when it fails."""
+    from pyfusion import util
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\n[ "$4" = 7 ] && exit 6\n'
+                    'case "$2" in *nounits) echo "81000";; *) echo "81000 MiB";; esac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert util.gpu_free_bytes(0) == 81000 << 20
+    assert util.gpu_query(0, "memory.free", units=True) == "81000 MiB"
+    assert util.gpu_query(7, "memory.free") is None and util.gpu_free_bytes(7) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert util.gpu_query(0, "name") is None and util.gpu_free_bytes(0) is None
+
+
 def test_gpu_checks_without_cuda(caffe):
     """On a CPU-only pycaffe: no devices, and use(gpu) says so instead of aborting; bad device numbers refused."""
     if caffe_backend.has_cuda():

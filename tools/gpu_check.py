@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ import numpy as np
 
 from pyfusion import models, net
 from pyfusion.io import replace_block, write_atomic
+from pyfusion.util import gpu_query
 
 SIZES = {"520x520": (520, 520), "4000x3000": (3000, 4000)}
 
@@ -111,13 +113,13 @@ def train_rows(gpu, caffe_tool, *, iters: int = 40) -> list[dict]:
         tmp = Path(tmp)
         train_list, val_list = _random_lists(tmp / "data", models.get("cnn"))
         for dev in devices:
+            if caffe_backend.available() and dev is not None and not caffe_backend.has_cuda():
+                continue  # a CPU-only pycaffe: no GPU to time
             cfg = TrainConfig(train_list=train_list, val_list=val_list, gpu=-1 if dev is None else dev)
             run = tmp / f"run{dev}"
             run.mkdir()
             solver_file = write_run_files(run, cfg, cfg.base_lr)
             n = iters if dev is not None else max(4, iters // 8)
-            if caffe_backend.available() and dev is not None and not caffe_backend.has_cuda():
-                continue  # a CPU-only pycaffe: no GPU to time
             if caffe_backend.available():
                 import caffe
 
@@ -153,12 +155,8 @@ def machine(gpu) -> dict:
     except (OSError, StopIteration):
         pass
     if gpu is not None:
-        try:
-            q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader",
-                                "-i", str(gpu)], capture_output=True, text=True, timeout=60)
-            info["gpu"] = q.stdout.strip() if q.returncode == 0 else "none found"
-        except (OSError, subprocess.TimeoutExpired):
-            info["gpu"] = "none found (no nvidia-smi)"
+        q = gpu_query(gpu, "name,memory.total,driver_version", units=True, timeout=60)
+        info["gpu"] = q or ("none found" if shutil.which("nvidia-smi") else "none found (no nvidia-smi)")
     return info
 
 
