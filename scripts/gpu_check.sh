@@ -85,7 +85,8 @@ fi
 export GLOG_minloglevel=2
 "$VPY" "$ROOT/tools/gpu_check.py" --out "$OUT" --gpu 0 --caffe-tool "$TOOL" --doc "$OUT/benchmarks_gpu.md" \
   || say "tools/gpu_check.py failed"
-(cd "$ROOT" && "$VPY" -m pytest -q -m gpu -rs -p no:cacheprovider tests) | tee "$OUT/pytest_gpu.txt"
+# with CUDA the GPU tests must run: PYFUSION_REQUIRE_GPU=1 turns their skips (no CUDA pycaffe, no device) into failures
+(cd "$ROOT" && PYFUSION_REQUIRE_GPU=$CUDA "$VPY" -m pytest -q -m gpu -rs -p no:cacheprovider tests) | tee "$OUT/pytest_gpu.txt"
 rc=${PIPESTATUS[0]}
 say "done: GPU tests exit $rc; figures in $OUT"
 exit "$rc"

@@ -11,15 +11,24 @@ import numpy as np
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Set by scripts/gpu_check.sh: the ``gpu``-marked tests fail instead of skipping without CUDA or the device.
+REQUIRE_GPU = os.environ.get("PYFUSION_REQUIRE_GPU", "") == "1"
 
 
-def need(ok, reason):
-    """Skip with ``reason`` unless ``ok``; under CI=true fail instead (the rule of conftest's fixtures)."""
+def need(ok, reason, *, required: bool = IN_CI, where: str = "under CI=true"):
+    """Skip with ``reason`` unless ``ok``; fail instead where it is ``required`` (default: under CI=true, the rule
+    of conftest's fixtures; ``where`` says which rule in the failure)."""
     if ok:
         return
-    if IN_CI:
-        pytest.fail(f"{reason} (required under CI=true)")
+    if required:
+        pytest.fail(f"{reason} (required {where})")
     pytest.skip(reason)
+
+
+def need_gpu(ok, reason):
+    """:func:`need` for what only a GPU machine has (a CUDA build, a device): skip, also in CI (no GPU there), but
+    fail under ``PYFUSION_REQUIRE_GPU=1``."""
+    need(ok, reason, required=REQUIRE_GPU, where="under PYFUSION_REQUIRE_GPU=1")
 
 
 def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1, head: int = 8,

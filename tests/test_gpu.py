@@ -1,7 +1,8 @@
 """GPU inference and training through Caffe (a CUDA build: ``make caffe CUDA=1``), on a CUDA device.
 
 The ``gpu``-marked tests need a CUDA build of pycaffe and a device; they skip with the reason elsewhere, in CI too
-(CI has no GPU). ``pytest -m gpu`` runs them (scripts/gpu_check.sh). The unmarked tests check, on any machine, the
+(CI has no GPU), and fail instead under ``PYFUSION_REQUIRE_GPU=1`` (scripts/gpu_check.sh runs ``pytest -m gpu`` so,
+where a broken CUDA build must not pass as skipped tests). The unmarked tests check, on any machine, the
 parts of the GPU path that need no device: the device checks and the GPU memory budget (Caffe's INT_MAX limit:
 test_net.py).
 """
@@ -13,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import need_gpu
+
 from pyfusion import models, net, tiling
 from pyfusion.backends import caffe as caffe_backend
 
@@ -23,11 +26,10 @@ SHIPPED = [m.name for m in models.MODELS.values() if m.caffemodel.is_file() and 
 @pytest.fixture(scope="module")
 def cuda_caffe(caffe):
     """pycaffe built with CUDA, on a machine with GPU ``$PYFUSION_TEST_GPU`` (default 0); skips without CUDA or the
-    device (also in CI, which has no GPU); without pycaffe it fails under CI, as the ``caffe`` fixture does."""
-    if not caffe_backend.has_cuda():
-        pytest.skip("this pycaffe was built without CUDA (make caffe CUDA=1)")
-    if caffe_backend.device_count() <= GPU:
-        pytest.skip(f"no CUDA device {GPU} here")
+    device (also in CI, which has no GPU), fails instead under ``PYFUSION_REQUIRE_GPU=1``; without pycaffe it fails
+    under CI, as the ``caffe`` fixture does."""
+    need_gpu(caffe_backend.has_cuda(), "this pycaffe was built without CUDA (make caffe CUDA=1)")
+    need_gpu(caffe_backend.device_count() > GPU, f"no CUDA device {GPU} here")
     return caffe
 
 
@@ -120,13 +122,17 @@ def test_gpu_queries_read_nvidia_smi(tmp_path, monkeypatch):
     assert util.gpu_query(0, "name") is None and util.gpu_free_bytes(0) is None
 
 
-def test_gpu_checks_without_cuda(caffe):
-    """On a CPU-only pycaffe: no devices, and use(gpu) says so instead of aborting; bad device numbers refused."""
+def test_gpu_device_checks(caffe):
+    """use(gpu) raises instead of letting Caffe abort the process: on a CPU-only pycaffe (no devices) for any GPU,
+    on a CUDA build for the first device number the runtime lacks; bad device numbers refused on both."""
     if caffe_backend.has_cuda():
-        pytest.skip("this pycaffe has CUDA")
-    assert caffe_backend.device_count() == 0
-    with pytest.raises(RuntimeError, match="built without CUDA"):
-        caffe_backend.use(0)
+        missing = caffe_backend.device_count()
+        with pytest.raises(RuntimeError, match=f"sees {missing} device"):
+            caffe_backend.use(missing)
+    else:
+        assert caffe_backend.device_count() == 0
+        with pytest.raises(RuntimeError, match="built without CUDA"):
+            caffe_backend.use(0)
     for bad in (-1, 1.5, True, "0"):
         with pytest.raises(ValueError, match="gpu must be"):
             caffe_backend.use(bad)

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import need
 
 from pyfusion import stackbench, synthetic
 from pyfusion.align import map_points
@@ -203,8 +204,8 @@ def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monk
     assert json.loads(out.read_text())["stacks"] == rows
 
 
-@pytest.mark.skipif(shutil.which("enfuse") is None, reason="the enfuse program (Enblend-Enfuse) is not installed")
 def test_enfuse_fuses_registered_and_hand_held_stacks(photo):
+    need(shutil.which("enfuse"), "the enfuse program (Enblend-Enfuse) is not installed (apt install enfuse)")
     s = _stack(photo)
     f = stackbench.fuse_frames(list(s.frames), "enfuse")
     assert f["fused"].shape == photo.shape and f["fused"].dtype == np.uint8 and f["crop"] is None

@@ -5,7 +5,8 @@ determinism, the device and precision errors, the model checks, the default-back
 PyTorch is an optional dependency (``pip install .[torch]``): the tests that run it skip with the reason where
 torch does not import, also under CI=true. CI does not install it (the Linux torch wheel on PyPI brings several GB
 of CUDA libraries), so unlike Caffe's or ONNX Runtime's tests these never fail for its absence. On a machine
-without CUDA they run on the CPU; the GPU paths (``gpu=N``, ``tf32``, ``fp16``) run only where torch sees a GPU.
+without CUDA they run on the CPU; the GPU paths (``gpu=N``, ``tf32``, ``fp16``) run only where torch sees a GPU
+(and must, under ``PYFUSION_REQUIRE_GPU=1``: scripts/gpu_check.sh).
 """
 import json
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import pair, reference_scores, toy_onnx_models
+from helpers import need_gpu, pair, reference_scores, toy_onnx_models
 
 from pyfusion import backends, models, net
 
@@ -189,8 +190,7 @@ def test_gpu_errors_are_clear(tb, torch, toys):
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
 def test_on_the_gpu(tb, torch, toys, precision):
     """Where torch sees a GPU: fp32 within 1e-5 of the CPU, tf32 and fp16 within 1e-2, deterministic."""
-    if not torch.cuda.is_available():
-        pytest.skip("torch sees no CUDA device here")
+    need_gpu(torch.cuda.is_available(), "torch sees no CUDA device here")
     a, b = pair(77, 101, seed=4)
     cpu = tb.runner(CNN, None, toys["siamese"][1], threads=2)(a, b)
     run = tb.runner(CNN, None, toys["siamese"][1], threads=2, gpu=0, precision=precision)
