@@ -34,11 +34,11 @@ GPU_ARG := $(if $(GPU),--gpu $(GPU),)
 setup: venv caffe
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt pyproject.toml setup.py pyfusion/backends/_winograd.c
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py lab/pyproject.toml pyfusion/backends/_winograd.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: could not create $(VENV) with $(PYTHON)" >&2; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . -e lab
 	@touch $@
 
 caffe: venv
@@ -55,7 +55,7 @@ train: setup dataset
 	$(PY) tools/train.py --net $(NET) --run $(RUN) $(if $(wildcard $(RUN)/run.json),--resume,$(TRAIN_ARGS) $(GPU_ARG))
 
 export: setup
-	$(PY) tools/export.py --net $(NET) --run $(RUN) --onnx --val $$($(PY) -c "from pyfusion.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$(NET)'))[1])")
+	$(PY) tools/export.py --net $(NET) --run $(RUN) --onnx --val $$($(PY) -c "from fusionlab.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$(NET)'))[1])")
 
 evaluate: setup
 	$(PY) tools/train.py --net $(NET) --evaluate $$($(PY) -c "from pyfusion import models; print(models.get('$(NET)').caffemodel)")
@@ -77,7 +77,7 @@ reproduce: venv
 # and exported to models/ablation/NAME.*; the baseline `cnn` is retrained under the same schedule
 ABLATIONS ?= cnn cnn_blur3 cnn_patch8 cnn_pseudo cnn_2ch
 ABLATION_ARGS ?= --base-lr 1e-3 --max-iter 1000 --val-interval 250 --drop-patience 2 --seed 1
-VAL_LIST = $$($(PY) -c "from pyfusion.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$*'))[1])")
+VAL_LIST = $$($(PY) -c "from fusionlab.train import TrainConfig, data_lists; print(data_lists(TrainConfig(net='$*'))[1])")
 
 ablation-%: setup
 	$(MAKE) dataset NET=$*

@@ -19,5 +19,5 @@ BLUR_SIZE = 7         # Gaussian window 7x7, [Liu2017] Sec. 3.2.2
 BLUR_LEVELS = 5       # five cascaded blur versions, [Liu2017] Sec. 3.2.2
 VAR_THRESHOLD = 25.0  # clear-patch variance threshold in 0-255 units (authors' patch sampling)
 RGB2GRAY = (0.2989, 0.5870, 0.1140)  # MATLAB rgb2gray weights, used by the authors' released code
-BAND_SCALE = {"low": 0.5, "high": 2.0}  # Haar band scales of the wavelet nets' inputs (pyfusion.data): LL x 1/2 is
+BAND_SCALE = {"low": 0.5, "high": 2.0}  # Haar band scales of the wavelet nets' inputs (fusionlab.data): LL x 1/2 is
                                         # the 2x2 block mean; details x 2 (this project's choice, docs/wavelet.md)

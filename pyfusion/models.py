@@ -2,7 +2,7 @@
 
 A registered model is its geometry (input channels, patch, stride, head), its branch layout, the training-data
 recipe it learns from, and its files: ``prototxt/NAME_train_val.prototxt`` / ``NAME_deploy.prototxt`` (written by
-:mod:`pyfusion.netspec` from this entry; ``tools/make_prototxt.py``), ``models/FILES.caffemodel`` (Caffe
+:mod:`fusionlab.netspec` from this entry; ``tools/make_prototxt.py``), ``models/FILES.caffemodel`` (Caffe
 weights), ``models/FILES.onnx`` (the folded twin: ONNX Runtime and the winograd backend) and a side-car
 ``<file>.json`` beside each, whose sha256 is checked before a file is used (:func:`check_file`).
 
@@ -61,7 +61,7 @@ class Model:
         ``"siamese"`` (two branches, shared weights: the paper), ``"pseudo"`` (two branches, own weights) or
         ``"2ch"`` (the pair stacked as one 2*in_channels input, one trunk).
     recipe : dict
-        Training-data recipe (:func:`pyfusion.data.make_dataset` options): ``levels`` of blur, ``band``
+        Training-data recipe (:func:`fusionlab.data.make_dataset` options): ``levels`` of blur, ``band``
         (``None``: spatial patch pairs; ``"low"``/``"high"``: Haar sub-band pairs of 2*patch pixel patches).
     data : str
         Folder under ``data/`` of its training and validation sets (models with one recipe share it).

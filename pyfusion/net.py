@@ -107,7 +107,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
     """Per-frame focus score of one source: the folded head's antisymmetric part, one trunk pass.
 
     The shipped nets' head is linear (fc1 and fc2 without a nonlinearity between them, folded into one K x K
-    convolution over the concatenated conv3 maps of both sources, :mod:`pyfusion.onnx_export`), so the pair's
+    convolution over the concatenated conv3 maps of both sources, :mod:`fusionlab.onnx_export`), so the pair's
     pre-sigmoid score is ``logit(a, b) = u(a) + v(b) + bias`` where ``u`` and ``v`` are the head's source-A and
     source-B halves applied to each source's conv3 map. ``s = (u - v) / 2`` of a frame then satisfies
     ``logit(a, b) - logit(b, a) = 2 (s(a) - s(b))`` at every patch: a per-frame focus score (higher: sharper) that

@@ -33,7 +33,7 @@ def need_gpu(ok, reason):
 
 def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1, head: int = 8,
                   fc_bias: bool = False, branches: str = "siamese") -> dict:
-    """Random weights in :func:`pyfusion.onnx_export.read_caffemodel`'s format, for tests without a trained model.
+    """Random weights in :func:`fusionlab.onnx_export.read_caffemodel`'s format, for tests without a trained model.
 
     He-scaled convolutions, small biases, and an fc1 whose source-B half is minus its source-A half, so that
     swapping the sources flips the score and real or random pairs get scores spread over (0, 1).
@@ -77,7 +77,7 @@ def random_params(*, seed: int = 0, fc2_scale: float = 2.0, in_channels: int = 1
 def toy_onnx_models(root, toys: dict) -> dict:
     """``{name: (params, onnx path)}``: each ``toys[name]`` (:func:`random_params` options) as an ONNX model in
     ``root`` (built without Caffe)."""
-    from pyfusion.onnx_export import build_onnx
+    from fusionlab.onnx_export import build_onnx
 
     out = {}
     for name, kw in toys.items():
@@ -144,7 +144,7 @@ def tiny_datasets(root, *, train: int = 2000, val: int = 200):
     images in ``root/imgs``: enough for a few solver steps."""
     import cv2
 
-    from pyfusion import data
+    from fusionlab import data
 
     imgs = Path(root) / "imgs"
     imgs.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-from pyfusion import ablations, models
+from pyfusion import models
+from fusionlab import ablations
 
 
 def test_every_variant_is_registered_and_differs_from_the_baseline_in_one_thing():
@@ -51,7 +52,7 @@ def test_the_cnn_method_runs_any_registered_geometry(winograd, tmp_path, monkeyp
     from helpers import pair, random_params
 
     from pyfusion import fuse
-    from pyfusion.onnx_export import build_onnx
+    from fusionlab.onnx_export import build_onnx
     from pyfusion.util import sha256_file
 
     m = models.Model("toy", "toy", "a test net", patch=2 * head, branches=branches, root=tmp_path)

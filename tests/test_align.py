@@ -6,7 +6,7 @@ import pytest
 import pyfusion
 from pyfusion.align import align, covered_rectangle, map_points
 from pyfusion.io import FusionInputError
-from pyfusion.synthetic import make_pair, scores
+from fusionlab.synthetic import make_pair, scores
 
 H, W = 360, 300                     # frame size, cut from the middle of a 512x512 photo
 OFFSET = np.array([100.0, 76.0])    # frame pixel (0, 0) of the reference = photo pixel OFFSET

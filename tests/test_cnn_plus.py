@@ -152,8 +152,7 @@ def test_tuning_tool_references_truth_and_mix():
     ``mix:delta=D`` gives the other source the share ``D`` where the map is binary."""
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import tune_cnn_plus
+    from fusionlab.commands import tune_cnn_plus
 
     a, b = pair(np.uint8, colour=True, seed=3)
     sharp = np.full_like(a, 7)
@@ -176,8 +175,7 @@ def test_tuning_table_against_and_softness():
     ``--against`` counts, per column, the pairs where each candidate is better (QCV: lower)."""
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import tune_cnn_plus
+    from fusionlab.commands import tune_cnn_plus
 
     def row(qmi, qcv, psnr):
         return {"QMI": qmi, "QCV": qcv, "psnr": psnr, "ssim": 0.9}

@@ -1,4 +1,4 @@
-"""The training-set recipe (pyfusion.data): blur cascade, variance threshold, labels, determinism, shard format."""
+"""The training-set recipe (fusionlab.data): blur cascade, variance threshold, labels, determinism, shard format."""
 import json
 
 import cv2
@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pyfusion import data
+from fusionlab import data
 from pyfusion.constants import PATCH
 
 

@@ -58,7 +58,7 @@ def test_one_pass_fusion_runs_on_the_backend(backend, winograd, request):
     label decisions."""
     _need(backend, request)
     import pyfusion
-    from pyfusion import synthetic
+    from fusionlab import synthetic
     from skimage import data
 
     photo = np.ascontiguousarray(data.astronaut()[100:196, 150:278])

@@ -144,8 +144,7 @@ def test_16_bit_in_16_bit_out(tmp_path, colour):
 
 
 def test_demo_with_oracle_scores_is_deterministic_and_beats_both_sources(tmp_path):
-    demo = ROOT / "tools" / "demo.py"
-    cmd = [sys.executable, str(demo), "--oracle", "--size", "96", "--image", "camera"]
+    cmd = [sys.executable, "-m", "fusionlab", "demo", "--oracle", "--size", "96", "--image", "camera"]
     res1 = subprocess.run(cmd + ["--out", str(tmp_path / "d1")], capture_output=True, text=True, timeout=120)
     res2 = subprocess.run(cmd + ["--out", str(tmp_path / "d2")], capture_output=True, text=True, timeout=120)
     assert res1.returncode == 0 and res2.returncode == 0, res1.stderr + res2.stderr
@@ -166,7 +165,7 @@ def test_real_backend_on_a_survey_pair(tmp_path, shared_data, winograd):
     byte, and the library's image is close to the authors' published fusion (docs/reproduction.md: 40+ dB)."""
     import pyfusion
     from pyfusion.io import read_image
-    from pyfusion.reproduce import psnr255
+    from fusionlab.reproduce import psnr255
 
     d = shared_data / "mfif" / "sources" / "color"
     a, b = d / "c_01_1.tif", d / "c_01_2.tif"

@@ -85,7 +85,7 @@ def test_training_on_the_gpu_matches_the_cpu(cuda_caffe, tmp_path):
     """The solver on the GPU: the same first losses as on the CPU (same data, seed and weights), within 1e-3."""
     from helpers import tiny_datasets
 
-    from pyfusion.train import TrainConfig, train
+    from fusionlab.train import TrainConfig, train
 
     tiny_datasets(tmp_path, train=1000)
     losses = {}
@@ -140,13 +140,9 @@ def test_gpu_device_checks(caffe):
 
 
 def _gpu_check_tool():
-    import importlib.util
-    from pathlib import Path
+    from fusionlab.commands import gpu_check
 
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "tools" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return gpu_check
 
 
 def test_gpu_check_figures_on_the_cpu(caffe, tmp_path, monkeypatch):

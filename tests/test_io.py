@@ -268,7 +268,7 @@ def test_replace_block_between_markers_appends_or_refuses(tmp_path):
     """One writer of generated doc blocks: replaces between the markers and keeps the rest byte for byte, appends
     the markers to a file without them (append=True) or refuses it untouched (append=False); a new file holds
     just the block."""
-    from pyfusion.io import has_block, replace_block
+    from fusionlab.docblocks import has_block, replace_block
 
     doc = tmp_path / "d.md"
     doc.write_text("# title\n\ntext\n")

@@ -22,10 +22,10 @@ from pyfusion.metrics._common import filter2_sep, normalize255
 from pyfusion.metrics.gradient import qg_max
 from pyfusion.metrics.perceptual import _block_reduce
 from pyfusion.metrics.phase import phase_congruency
-from pyfusion.metrics.table import EvaluationError, find_cases, published_gaps, render, survey_means
+from fusionlab.tables import EvaluationError, find_cases, published_gaps, render, survey_means
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "evaluate.py"
+TOOL = ["-m", "fusionlab", "evaluate"]
 
 NAMES = ("QMI", "QNCIE", "QG", "QP", "QE", "QY", "QCB", "QCV")
 IMAGES = [f"c_{i:02d}" for i in range(1, 21)] + [f"g_{i:02d}" for i in range(1, 11)]
@@ -531,7 +531,7 @@ def test_survey_rows_only_when_all_images_known():
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, *TOOL, *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
 
 
@@ -660,7 +660,7 @@ def test_constant_image_check_rejects_wrong_conventions(name, wrong):
 
 
 def test_column_agreement_negates_qcv_and_ranks():
-    from pyfusion.metrics.table import column_agreement
+    from fusionlab.tables import column_agreement
 
     means = {"x": {"QMI": 1.0, "QE": 0.5, "QCV": 30.0},
              "y": {"QMI": 2.0, "QE": 0.4, "QCV": 20.0},

@@ -55,8 +55,8 @@ def test_corrupt_or_wrong_model_is_refused(shipped, tmp_path):
 @pytest.mark.slow
 def test_shipped_model_validation_accuracy(shipped, caffe, shared_data, tmp_path):
     """Rebuild the model's 10,000-pair validation set from bsds500/val (seed 2, as `make dataset`) and re-measure."""
-    from pyfusion.data import make_dataset
-    from pyfusion.train import evaluate
+    from fusionlab.data import make_dataset
+    from fusionlab.train import evaluate
 
     make_dataset([shared_data / "train/bsds500/val"], tmp_path / "val", examples=10_000, seed=2, net=shipped.name,
                  progress=False)

@@ -10,7 +10,9 @@ import pytest
 from helpers import pair as _pair
 from helpers import random_params
 
-from pyfusion import backends, models, net, netspec, tiling
+from pyfusion import backends, models, net, tiling
+
+from fusionlab import netspec
 from pyfusion.util import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ CNN = models.get("cnn")
 @pytest.fixture(scope="module")
 def onnx_model(onnxruntime, tmp_path_factory):
     """A random-weight ONNX model of the cnn net (built without Caffe)."""
-    from pyfusion.onnx_export import build_onnx
+    from fusionlab.onnx_export import build_onnx
 
     path = tmp_path_factory.mktemp("net") / "rand.onnx"
     path.write_bytes(build_onnx(random_params(seed=3)).SerializeToString())
@@ -32,7 +34,7 @@ def onnx_model(onnxruntime, tmp_path_factory):
 @pytest.fixture(scope="module")
 def caffe_model(caffe, tmp_path_factory):
     """The same random weights as a deploy caffemodel, with its ONNX export beside it."""
-    from pyfusion.onnx_export import export_onnx, set_deploy_params
+    from fusionlab.onnx_export import export_onnx, set_deploy_params
 
     path = tmp_path_factory.mktemp("net") / "rand.caffemodel"
     deploy = caffe.Net(str(CNN.deploy), caffe.TEST)
@@ -241,7 +243,7 @@ def test_shipped_model_backends_agree(shared_data, caffe, winograd):
 def toy_model(caffe, tmp_path, monkeypatch, request):
     """A 3-channel net registered as "toy" (every branch layout; 16x16 and 8x8 patches): its prototxt from the
     registry, random weights, side-cars. Nothing outside the registry entry is told about it."""
-    from pyfusion.onnx_export import export_onnx, set_deploy_params
+    from fusionlab.onnx_export import export_onnx, set_deploy_params
 
     branches, head = request.param
     m = models.Model("toy", "toy", "a test net: 3 channels, random weights", in_channels=3, root=tmp_path,

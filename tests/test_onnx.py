@@ -1,4 +1,4 @@
-"""The ONNX export (pyfusion.onnx_export): folded head identity (with and without fc biases), any conv1 input
+"""The ONNX export (fusionlab.onnx_export): folded head identity (with and without fc biases), any conv1 input
 channels and head size, agreement with a float64 reference and the Caffe twin, side-cars, CLI."""
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 from helpers import pair, random_params, reference_scores
 
 from pyfusion import backends, models, net
-from pyfusion.onnx_export import (build_onnx, fold_head, fold_head_bias, head_kernel, params_from_layers,
+from fusionlab.onnx_export import (build_onnx, fold_head, fold_head_bias, head_kernel, params_from_layers,
                                   set_deploy_params)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_onnx_model_matches_float64_reference(onnxruntime, kw, hw):
 
 def test_export_side_car_names_channels_head_bias_and_net(tmp_path, monkeypatch):
     """export_onnx without Caffe (read_caffemodel stubbed): the side-car describes the graph and carries the net."""
-    from pyfusion import onnx_export
+    from fusionlab import onnx_export
     from pyfusion.util import sha256_file
 
     p = random_params(seed=4, in_channels=3, fc_bias=True)
@@ -179,7 +179,7 @@ def test_export_side_car_names_channels_head_bias_and_net(tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def caffe_models(caffe, tmp_path_factory):
     """A random-weight deploy caffemodel (+ side-car) and its ONNX export, in a temporary folder."""
-    from pyfusion.onnx_export import export_onnx
+    from fusionlab.onnx_export import export_onnx
     from pyfusion.util import sha256_file
 
     root = tmp_path_factory.mktemp("onnx")
@@ -215,8 +215,8 @@ def test_onnx_matches_caffe_twin(caffe_models, onnxruntime, hw):
 
 def test_export_reads_train_snapshot_and_deploy_alike(caffe, tmp_path):
     """The train_val snapshot (fc1/fc2 layers) and its deploy export (fc1-conv/fc2-conv) give one ONNX model."""
-    from pyfusion.export import export_deploy, train_input_net
-    from pyfusion.onnx_export import read_caffemodel
+    from fusionlab.export import export_deploy, train_input_net
+    from fusionlab.onnx_export import read_caffemodel
 
     train = train_input_net("cnn")
     rng = np.random.default_rng(2)
@@ -313,13 +313,13 @@ def test_onnx_backend_runs_without_caffe(onnxruntime, tmp_path):
 
 def test_export_cli(caffe_models, tmp_path):
     out = tmp_path / "cli.onnx"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--onnx", "--model",
+    r = subprocess.run([sys.executable, "-m", "fusionlab", "export", "--onnx", "--model",
                         str(caffe_models["caffemodel"]), "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env={**os.environ, "GLOG_minloglevel": "2"})
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == caffe_models["onnx"].read_bytes()
     assert json.loads(Path(str(out) + ".json").read_text())["sha256"] == caffe_models["meta"]["sha256"]
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--onnx", "--model",
+    r = subprocess.run([sys.executable, "-m", "fusionlab", "export", "--onnx", "--model",
                         str(tmp_path / "missing.caffemodel")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "not found" in r.stderr

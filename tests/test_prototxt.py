@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyfusion import models, netspec
+from pyfusion import models
+
+from fusionlab import netspec
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "prototxt"
@@ -37,7 +39,7 @@ def _branch(layers, suffix):
 
 def test_net_files_are_up_to_date():
     """The committed prototxt files are what tools/make_prototxt.py writes from the registry."""
-    r = subprocess.run([sys.executable, "tools/make_prototxt.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "fusionlab", "make-prototxt", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for name in NETS:
         m = models.get(name)
@@ -111,7 +113,7 @@ def test_deploy_score_shape(caffe, name, hw, expect):
 
 @pytest.mark.parametrize("name", NETS)
 def test_train_val_parses_and_branches_share_blobs(caffe, name):
-    from pyfusion.export import train_input_net
+    from fusionlab.export import train_input_net
 
     m = models.get(name)
     net = train_input_net(m)
@@ -135,7 +137,7 @@ def test_train_val_parses_and_branches_share_blobs(caffe, name):
 def test_export_equivalence_on_16x16_pairs(caffe, tmp_path, name):
     """Exported deploy prob == train net softmax on isolated patch pairs (sub-band pairs for the wavelet nets;
     random weights; every branch layout)."""
-    from pyfusion.export import export_deploy, train_input_net
+    from fusionlab.export import export_deploy, train_input_net
 
     m = models.get(name)
     c = m.in_channels

@@ -1,8 +1,8 @@
-"""Recovering the authors' decision from their fused image (pyfusion.reproduce)."""
+"""Recovering the authors' decision from their fused image (fusionlab.reproduce)."""
 import numpy as np
 import pytest
 
-from pyfusion.reproduce import compare, estimate_decision, psnr255, survey_pairs
+from fusionlab.reproduce import compare, estimate_decision, psnr255, survey_pairs
 
 
 def test_estimate_decision_recovers_a_known_map():
@@ -65,15 +65,10 @@ def test_survey_pairs_lists_all_30(shared_data):
 
 # ------------------------------------------------------------------------------ make reproduce (the report)
 def _tool(name):
-    """tools/NAME.py as a module (its main(argv) is what `make reproduce` runs)."""
-    import importlib.util
-    from pathlib import Path
+    """The lab command NAME (its main(argv) is what `make reproduce` runs)."""
+    import importlib
 
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"fusionlab.commands.{name}")
 
 
 def _md_tables(text):
@@ -101,7 +96,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_pool_keeps_means_and_the_largest_difference():
-    from pyfusion.figures import pool
+    from fusionlab.figures import pool
 
     x = np.arange(16.0).reshape(4, 4)
     np.testing.assert_array_equal(pool(x, 2), [[2.5, 4.5], [10.5, 12.5]])
@@ -112,7 +107,7 @@ def test_pool_keeps_means_and_the_largest_difference():
 
 
 def test_ranks_and_best_marks_judge_at_the_printed_precision():
-    from pyfusion.reproduce import _table, ranks
+    from fusionlab.reproduce import _table, ranks
 
     rows = {"published": {"A": {"QMI": 1.0, "QCV": 20.0}, "B": {"QMI": 0.9, "QCV": 10.0}},
             "ours": {"x": {"QMI": 1.00004, "QCV": 15.0}}, "check": {"c": {"QMI": 2.0, "QCV": 1.0}}}
@@ -126,8 +121,8 @@ def test_ranks_and_best_marks_judge_at_the_printed_precision():
 
 
 def test_report_refuses_a_doc_without_markers(tmp_path):
-    from pyfusion.io import replace_block
-    from pyfusion.reproduce import DOC_BLOCK, check_doc
+    from fusionlab.docblocks import replace_block
+    from fusionlab.reproduce import DOC_BLOCK, check_doc
 
     doc = tmp_path / "r.md"
     assert check_doc(doc) is None

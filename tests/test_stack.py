@@ -29,7 +29,7 @@ def _logit(p):
 def asym_onnx(tmp_path_factory):
     """Random weights whose fc1 halves are independent (not B = -A, so u != -v), small fc2 (unsaturated scores);
     one without and one with fc biases."""
-    from pyfusion.onnx_export import build_onnx
+    from fusionlab.onnx_export import build_onnx
 
     out = {}
     for bias in (False, True):

@@ -1,5 +1,5 @@
-"""The focus-stack benchmark: the synthetic stack generator (pyfusion.synthetic), the benchmark and figure helpers
-(pyfusion.stackbench) and tools/stack_bench.py end to end on one tiny stack."""
+"""The focus-stack benchmark: the synthetic stack generator (fusionlab.synthetic), the benchmark and figure helpers
+(fusionlab.stackbench) and tools/stack_bench.py end to end on one tiny stack."""
 import json
 import shutil
 import sys
@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from helpers import need
 
-from pyfusion import stackbench, synthetic
+from fusionlab import stackbench, synthetic
 from pyfusion.align import map_points
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +173,7 @@ def test_comparison_figure_shape(photo):
 
 # -------------------------------------------------------------------------------------------- end to end
 def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monkeypatch):
-    import stack_bench
+    from fusionlab.commands import stack_bench
 
     folder = _photos(tmp_path, photo, n=1)
     out, doc = tmp_path / "bench.json", tmp_path / "stacks.md"

@@ -1,11 +1,11 @@
-"""The training loop (pyfusion.train): plateau rule, a short real training run, snapshot and resume."""
+"""The training loop (fusionlab.train): plateau rule, a short real training run, snapshot and resume."""
 import csv
 import json
 
 import pytest
 from helpers import tiny_datasets
 
-from pyfusion.train import TrainConfig, plateau_reached, train
+from fusionlab.train import TrainConfig, plateau_reached, train
 
 
 def test_plateau_rule_on_synthetic_curves():

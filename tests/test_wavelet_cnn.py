@@ -1,11 +1,12 @@
 """method="wavelet-cnn": perfect reconstruction, sizes, colour, 16-bit, N sources, the band decisions, and the
-training recipe of sub-band pairs (pyfusion.data)."""
+training recipe of sub-band pairs (fusionlab.data)."""
 import cv2
 import numpy as np
 import pytest
 
 import pyfusion
-from pyfusion import data, models
+from pyfusion import models
+from fusionlab import data
 from pyfusion.io import FusionInputError, from_unit
 from pyfusion.methods import wavelet_cnn as wc
 

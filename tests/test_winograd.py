@@ -25,7 +25,7 @@ TOYS = {"rgb": dict(seed=7, in_channels=3), "two": dict(seed=8, in_channels=2), 
 @pytest.fixture(scope="module")
 def rand_onnx(tmp_path_factory):
     """Random weights as an ONNX model (built without Caffe)."""
-    from pyfusion.onnx_export import build_onnx
+    from fusionlab.onnx_export import build_onnx
 
     path = tmp_path_factory.mktemp("wino") / "rand.onnx"
     path.write_bytes(build_onnx(random_params(seed=5)).SerializeToString())
@@ -131,7 +131,7 @@ def test_toy_nets_match_onnx_runtime(winograd, onnxruntime, toys, toy, h, w):
 
 def test_head_bias_is_used(winograd, toys):
     """The bias model's scores are its bias-free twin's shifted inside the sigmoid (same trunk, same head)."""
-    from pyfusion.onnx_export import fold_head_bias
+    from fusionlab.onnx_export import fold_head_bias
 
     params, path = toys["bias"]
     wp = winograd.load_params(path)

@@ -25,7 +25,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyfusion.align import INTERPOLATION, INTERPOLATIONS  # noqa: E402
 from pyfusion.backends import BACKENDS  # noqa: E402

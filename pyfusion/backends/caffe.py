@@ -6,7 +6,7 @@ Inputs ``a``, ``b`` (1 x C x H x W), output ``prob`` channel 1 (source A in focu
 
 Per-frame scores (:func:`frame_runner`, :func:`pyfusion.net.frame_scores`) of a siamese net: the deploy twin run
 from ``a`` to branch A's ``relu3`` only, then its ``conv3`` maps through the antisymmetric half of the folded
-fc1/fc2 head (:func:`pyfusion.onnx_export.fold_head`) in numpy (:func:`pyfusion.backends.onnx.frame_head`).
+fc1/fc2 head (:func:`fusionlab.onnx_export.fold_head`) in numpy (:func:`pyfusion.backends.onnx.frame_head`).
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def resolve_head(head: str | None = None) -> str:
     """The head the caffe backend runs: ``head``, else ``$PYFUSION_CAFFE_HEAD``, else ``"twin"``.
 
     ``"twin"``: the deploy twin as trained (fc1 and fc2 as convolutions: the reference); ``"folded"``: fc2 . fc1
-    folded into one convolution to the logit difference (:func:`pyfusion.netspec.deploy_folded`), 256x less head
+    folded into one convolution to the logit difference (:func:`fusionlab.netspec.deploy_folded`), 256x less head
     work, the same scores up to float rounding.
     """
     h = (head or os.environ.get(HEAD_ENV) or "twin").lower()
@@ -147,7 +147,7 @@ def _net(name: str, weights: str, mtime: float, gpu, head: str = "twin"):
     if head == "twin":
         return twin
     from .. import netspec
-    from ..onnx_export import fold_head
+    from .head import fold_head
 
     fd, path = tempfile.mkstemp(prefix=f"{name}_deploy_folded.", suffix=".prototxt")
     try:
@@ -187,7 +187,7 @@ def runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=None, hea
 def frame_runner(model: models.Model, caffemodel, onnx, *, threads: int, gpu=None):
     """``run(img)`` for one (H, W, C) float32 tile: its per-frame score (pre-sigmoid, without the head's bias;
     :func:`pyfusion.net.frame_scores`), from branch A's conv3 maps of the deploy twin."""
-    from ..onnx_export import fold_head
+    from .head import fold_head
     from .onnx import antisymmetric_head, frame_head
 
     models.require_siamese(model.branches, model.name)

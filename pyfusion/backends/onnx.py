@@ -1,4 +1,4 @@
-"""The ``onnx`` backend: a model's folded ONNX twin (:mod:`pyfusion.onnx_export`) run by ONNX Runtime.
+"""The ``onnx`` backend: a model's folded ONNX twin (:mod:`fusionlab.onnx_export`) run by ONNX Runtime.
 
 Both sources go in one batch of two (2 x C x H x W); the fc1/fc2/softmax head is one K x K convolution and a
 sigmoid. Runs on the CPU, or on a GPU where ONNX Runtime has a CUDA execution provider. Needs no Caffe.
@@ -132,7 +132,7 @@ def _frame_net(path: str, mtime_ns: int, threads: int):
     g = full.graph
     names = [n.name for n in g.node]
     if "concat" not in names:
-        raise ValueError(f"{path}: no 'concat' node; not a folded twin of pyfusion.onnx_export")
+        raise ValueError(f"{path}: no 'concat' node; not a folded twin of fusionlab.onnx_export")
     nodes = list(g.node)[: names.index("concat")]
     used = {x for n in nodes for x in n.input}
     src = g.input[0]

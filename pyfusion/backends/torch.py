@@ -1,6 +1,6 @@
 """The ``torch`` backend: the folded twin in PyTorch, on the CPU or a CUDA GPU (PyTorch is optional).
 
-For machines where Caffe is not built: the same net as the ONNX model (:mod:`pyfusion.onnx_export`), with its
+For machines where Caffe is not built: the same net as the ONNX model (:mod:`fusionlab.onnx_export`), with its
 weights read from the model's ONNX file (:func:`pyfusion.backends.winograd.load_params`; the file is checked by
 :func:`pyfusion.models.check_onnx`), run with ``torch.nn.functional``::
 

@@ -1,6 +1,6 @@
 """The "winograd" backend of :mod:`pyfusion.net`: the deploy twin on the CPU by Winograd convolutions.
 
-The same net as the ONNX model (:mod:`pyfusion.onnx_export`: conv1 -> ReLU -> conv2 -> ReLU -> max pool ->
+The same net as the ONNX model (:mod:`fusionlab.onnx_export`: conv1 -> ReLU -> conv2 -> ReLU -> max pool ->
 conv3 -> ReLU per source, then the folded KxK head and a sigmoid), computed by the C kernels of
 ``pyfusion/backends/_winograd.c``:
 
@@ -146,7 +146,7 @@ def _ptr(a: np.ndarray):
 
 
 def load_params(onnx_path) -> dict:
-    """Weights of an ONNX model written by :func:`pyfusion.onnx_export.export_onnx`, by initializer name."""
+    """Weights of an ONNX model written by :func:`fusionlab.onnx_export.export_onnx`, by initializer name."""
     import onnx
     from onnx import numpy_helper
 
@@ -203,7 +203,7 @@ class Net:
         if lib is None:
             raise RuntimeError(why)
         self.lib, self.threads = lib, int(threads)
-        # branch layout (pyfusion.onnx_export): pseudo-siamese nets carry branch B's own conv*_p weights; a
+        # branch layout (fusionlab.onnx_export): pseudo-siamese nets carry branch B's own conv*_p weights; a
         # 2-channel net's head reads one trunk (C3 rows of head taps instead of 2 C3) fed both sources' channels
         self.branches = "pseudo" if "conv1_p_w" in params else "siamese"
         self.trunks = [self._trunk(params, "")]

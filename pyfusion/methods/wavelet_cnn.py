@@ -1,7 +1,7 @@
 """``method="wavelet-cnn"``: wavelet-domain deep fusion, the project's title method.
 
 A Haar DWT splits each source into a low-frequency band (LL) and high-frequency bands (LH, HL, HH); one siamese
-CNN per band, trained on the DWT of clear/blurred 32x32 patch pairs (:mod:`pyfusion.data`, models
+CNN per band, trained on the DWT of clear/blurred 32x32 patch pairs (:mod:`fusionlab.data`, models
 ``wavelet_low`` and ``wavelet_high``), scores which source is in focus at every 16x16 band patch; the paper's
 consistency steps (focus map, threshold, small-region removal, guided filter) turn each band's scores into a weight
 map at the band's resolution; the fused coefficients are the weighted averages of the sources' coefficients; the

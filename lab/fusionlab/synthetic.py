@@ -113,7 +113,7 @@ def benchmark_pairs(photos, *, count: int = 40, seed: int = 0, start: int = 0):
     """``count`` pairs from the photos (paths, sorted order from index ``start``, cycled), radius and softness
     cycled over :data:`RADII` and :data:`SOFTNESS`; deterministic for a seed. The test set is ``start=0, seed=0``;
     a tuning set takes other photos and another seed (e.g. ``start=50, seed=1``)."""
-    from .io import read_image
+    from pyfusion.io import read_image
 
     photos = sorted(photos)
     for k in range(count):
@@ -269,7 +269,7 @@ def benchmark_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, 
     ``STACK_FRAMES[k % 6]`` frames and the radius step ``STACK_STEPS[k % 4]``, drawn from
     ``numpy.random.default_rng([seed, k])``: deterministic for a seed, and stack k the same whatever ``count``.
     ``crop``: cut the middle ``crop x crop`` of each photo first (small stacks for tests)."""
-    from .io import read_image
+    from pyfusion.io import read_image
 
     photos = sorted(photos)
     for k in range(count):

@@ -2,11 +2,11 @@
 """Exploration for docs/cnn_plus.md: would averaging the focus maps of several registered nets place the
 decision better than the shipped ``cnn`` net alone? Tuning pairs only (BSDS500 val photos from 50, mask seed 1).
 
-    python tools/cnn_plus_ensembles.py --count 12
+    python -m fusionlab cnn-plus-ensembles --count 12
 
 For each combination of nets: the pixel accuracy of the cleaned binary map (paper steps 3-5 on the averaged
 focus map) against the true focus mask (> 0.5), and the PSNR against the sharp photo of ``cnn-plus`` built on that
-map (its shipped band, focus radius and transition). Score maps are cached as in tools/tune_cnn_plus.py.
+map (its shipped band, focus radius and transition). Score maps are cached as in python -m fusionlab tune-cnn-plus.
 """
 import argparse
 import sys
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pyfusion import models, synthetic
+from pyfusion import models
+
+from fusionlab import synthetic
 from pyfusion.constants import GF_EPS
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
@@ -22,9 +24,8 @@ from pyfusion.methods import cnn_plus
 from pyfusion.methods.cnn import weighted_average
 from pyfusion.refine import area_threshold, remove_small_regions
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from tune_cnn_plus import cached  # noqa: E402
+from fusionlab import ROOT
+from fusionlab.commands.tune_cnn_plus import cached  # noqa: E402
 
 COMBOS = ("cnn", "cnn_blur3", "cnn_patch8", "cnn_pseudo", "cnn_2ch", "cnn+cnn_blur3", "cnn+cnn_patch8",
           "cnn+cnn_pseudo", "cnn+cnn_2ch", "cnn+cnn_blur3+cnn_patch8+cnn_pseudo+cnn_2ch")
@@ -60,7 +61,7 @@ def main(argv=None):
             fused = from_unit(weighted_average(to_unit(p.a), to_unit(p.b), w), p.a.dtype)
             psnr[c].append(synthetic.scores(fused, p.sharp)["psnr"])
         print(p.name, " ".join(f"{acc[c][-1]:.4f}/{psnr[c][-1]:.2f}" for c in combos), flush=True)
-    print(f"\nMeans over {args.count} tuning pairs (`tools/cnn_plus_ensembles.py --count {args.count}`):\n")
+    print(f"\nMeans over {args.count} tuning pairs (`python -m fusionlab cnn-plus-ensembles --count {args.count}`):\n")
     print("| nets (focus maps averaged) | decision accuracy | cnn-plus PSNR (dB) |\n|---|---:|---:|")
     for c in combos:
         print(f"| {' + '.join(c)} | {np.mean(acc[c]):.4f} | {np.mean(psnr[c]):.2f} |")

@@ -4,7 +4,7 @@ expected.jpg; github.com/PetteriAimonen/focus-stack, MIT licence) fused by tools
 and its peak memory measured; then compared with the other tool's result (registered to ours, PSNR/SSIM as
 agreement only: neither is ground truth) in a figure of crops side by side and our depth map.
 
-    python tools/pcb_figure.py --figure docs/figures/pcb.png --doc docs/stacks.md
+    python -m fusionlab pcb-figure --figure docs/figures/pcb.png --doc docs/stacks.md
 
 --variant OPTIONS fuses the stack a second time with these extra tools/fuse.py options (default
 "--region-ratio 0.01": the paper's small-region area, instead of the one-pass default 0.003) and shows it
@@ -26,15 +26,15 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pyfusion import stackbench  # noqa: E402
-from pyfusion.io import read_image, replace_block, to_gray, to_unit, write_atomic  # noqa: E402
-from pyfusion.synthetic import scores  # noqa: E402
+from fusionlab import stackbench  # noqa: E402
+from fusionlab.docblocks import replace_block  # noqa: E402
+from pyfusion.io import read_image, to_gray, to_unit, write_atomic  # noqa: E402
+from fusionlab.synthetic import scores  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from fusionlab import ROOT
 PROG = "pcb_figure"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
@@ -64,7 +64,7 @@ def frames_of(stack: Path, expected: str) -> list[Path]:
 
 def fuse_stack(frames, out: Path, *, threads: int, extra=()) -> dict:
     """tools/fuse.py --align --depth (plus ``extra`` options) on the frames into ``out``, measured
-    (:func:`pyfusion.stackbench.measure_command`); the alignment's crop, correlations and stage times are read
+    (:func:`fusionlab.stackbench.measure_command`); the alignment's crop, correlations and stage times are read
     from its ``-v`` output."""
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, ROOT / "tools/fuse.py", *frames, "-o", out / "fused.png", "--align", "--depth",
@@ -162,7 +162,7 @@ def section(runs: dict, numbers: dict, figure: Path, doc: Path | None, how: str)
     cw, ch = numbers["compared_size"]
     lines = [f"`python {_short_command(run0)}` on the {len(run0['frames'])} frames "
              f"({', '.join(run0['frames'])}), one pass, {run0['threads']} thread(s); measured by "
-             f"`python tools/pcb_figure.py`"
+             f"`python -m fusionlab pcb-figure`"
              + (" (which also runs " + ", ".join(f"`{' '.join(r['extra'])}`" for r, _ in dict(others).values())
                 + ")" if others else "") + ":", ""]
     lines += [f"- {_run_line(label, run)}" for label, (run, _) in runs.items()]

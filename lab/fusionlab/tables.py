@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_atomic  # noqa: F401  (re-exported: tools/evaluate.py writes tables with it)
-from . import LOWER_IS_BETTER, METRICS
+from pyfusion.io import write_atomic  # noqa: F401  (re-exported: tools/evaluate.py writes tables with it)
+from pyfusion.metrics import LOWER_IS_BETTER, METRICS
 
 __all__ = ["EvaluationError", "Case", "find_cases", "evaluate", "load_survey", "survey_means",
            "column_agreement", "published_gaps", "summarize", "render", "write_atomic", "find_survey_file"]
@@ -126,7 +126,7 @@ def find_cases(source_dirs, fused_dirs, methods=None):
 
 
 def _read(path: Path):
-    from ..io import FusionInputError, read_image
+    from pyfusion.io import FusionInputError, read_image
 
     try:
         img = read_image(path)

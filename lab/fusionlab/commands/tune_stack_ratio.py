@@ -2,11 +2,11 @@
 """Choose the one-pass method's small-region area, and the alignment's resampling, on tuning stacks (not the
 benchmark's).
 
-    python tools/tune_stack_ratio.py --start 50 --seed 1 --count 10 --ratios 0.01,0.003,0.001,0.0003
-    python tools/tune_stack_ratio.py --start 50 --seed 1 --count 10 --ratios "" --interpolations linear,cubic
+    python -m fusionlab tune-stack-ratio --start 50 --seed 1 --count 10 --ratios 0.01,0.003,0.001,0.0003
+    python -m fusionlab tune-stack-ratio --start 50 --seed 1 --count 10 --ratios "" --interpolations linear,cubic
 
-Synthetic stacks (pyfusion.synthetic.benchmark_stacks) from other photos and another seed than
-tools/stack_bench.py's benchmark (photos 0-19, seed 0). --ratios: PSNR of series fusion (the paper's way, area
+Synthetic stacks (fusionlab.synthetic.benchmark_stacks) from other photos and another seed than
+python -m fusionlab stack-bench's benchmark (photos 0-19, seed 0). --ratios: PSNR of series fusion (the paper's way, area
 0.01) and of one-pass fusion with each area ratio on the registered stacks; the rule (docs/stacks.md): the largest
 ratio with the best mean PSNR. --interpolations: PSNR of one-pass fusion of the hand-held stacks with
 align=True and each pyfusion.align interpolation (the benchmark's moved + align condition, one thread), against
@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pyfusion import fuse, stackbench, synthetic
+from pyfusion import fuse
 
-ROOT = Path(__file__).resolve().parents[1]
+from fusionlab import stackbench, synthetic
+
+from fusionlab import ROOT
 
 
 def main(argv=None):

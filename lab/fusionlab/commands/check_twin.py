@@ -4,7 +4,7 @@
 Every conv layer zero-pads by 1, so on an isolated 16x16 patch the border pixels see zeros while in the dense
 score map they see their true neighbours: the two scores differ. This measures by how much.
 
-    python tools/check_twin.py --model models/cnn_fusion.caffemodel --pairs 5 --crop 128
+    python -m fusionlab check-twin --model models/cnn_fusion.caffemodel --pairs 5 --crop 128
 """
 import argparse
 import json
@@ -14,7 +14,7 @@ import numpy as np
 
 from pyfusion.io import to_gray
 from pyfusion.io import read_image, to_unit
-from pyfusion.reproduce import survey_pairs
+from fusionlab.reproduce import survey_pairs
 
 
 def isolated_scores(net, a, b, sh, sw, batch=512):

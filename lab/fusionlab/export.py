@@ -17,10 +17,13 @@ import os
 import re
 from pathlib import Path
 
-from . import models, netspec
-from .io import write_atomic
-from .train import caffe_version
-from .util import ROOT, sha256_file
+from pyfusion import models
+
+from fusionlab import netspec
+from pyfusion.io import write_atomic
+from fusionlab.train import caffe_version
+from fusionlab import ROOT
+from pyfusion.util import sha256_file
 
 FC_TO_CONV = {"fc1": "fc1-conv", "fc2": "fc2-conv"}
 
@@ -81,7 +84,7 @@ def export_deploy(snapshot, out, *, net: str = "cnn", extra: dict | None = None)
 def train_input_net(model, weights=None):
     """The train_val net of ``model`` (TEST phase) with an Input layer instead of its HDF5 data.
 
-    For net surgery and tests: no data files needed (:func:`pyfusion.netspec.deploy_input_net`).
+    For net surgery and tests: no data files needed (:func:`fusionlab.netspec.deploy_input_net`).
     """
     import tempfile
 

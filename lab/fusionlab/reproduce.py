@@ -7,7 +7,7 @@ What ``make reproduce`` (``tools/reproduce.py``) builds, from the shipped models
   pairs): its 18 published rows, ours, and a check row (our metric code on the authors' published CNN images,
   which should equal the published CNN row), best value per column in bold, and each of our rows' rank;
 * :func:`compare_survey`: our ``cnn`` images against the authors' (PSNR, decision agreement);
-* figures (:mod:`pyfusion.figures`); :func:`make_report` does all of it.
+* figures (:mod:`fusionlab.figures`); :func:`make_report` does all of it.
 
 Decision agreement: the authors' decision map is not published, only their fused image F = D A + (1 - D) B.
 Where the sources differ it can be recovered per pixel by least squares over the channels:
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import block_markers, has_block, replace_block
+from fusionlab.docblocks import block_markers, has_block, replace_block
 
 MIN_DIFF = 8.0  # grey levels (0-255) by which the sources must differ for a pixel's decision to be recoverable
 AMPLIFY = 10.0  # the difference images of the pair figures: (ours - authors') x AMPLIFY around mid-grey
@@ -56,7 +56,7 @@ def to255(img) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype == np.uint8:
         return img.astype(np.float64)
-    from .io import to_unit
+    from pyfusion.io import to_unit
 
     return to_unit(img) * 255.0
 
@@ -190,8 +190,8 @@ def fuse_survey(root, method: str, out_dir, *, limit: int = 0, names=None, force
     """
     from tqdm import tqdm
 
-    from . import fuse
-    from .io import read_image, write_atomic, write_image
+    from pyfusion import fuse
+    from pyfusion.io import read_image, write_atomic, write_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,7 @@ def compare_survey(root, out_dir, *, method: str = "cnn", names=None, limit: int
     """
     from tqdm import tqdm
 
-    from .io import read_image
+    from pyfusion.io import read_image
 
     rows = []
     for name, pa, pb, pref in tqdm(survey_pairs(root, names, limit), desc="compare", unit="pair",
@@ -244,10 +244,10 @@ def evaluate_survey(root, fused_dirs, names, *, progress: bool = True) -> dict:
     Returns
     -------
     dict
-        ``{KEY: {image: {metric: value}}}`` (:func:`pyfusion.metrics.table.evaluate`); KEY is ``OURS-METHOD``
+        ``{KEY: {image: {metric: value}}}`` (:func:`fusionlab.tables.evaluate`); KEY is ``OURS-METHOD``
         for our images (``NAME_ours-method.tif``) and ``CNN`` for the authors'.
     """
-    from .metrics.table import evaluate, find_cases
+    from fusionlab.tables import evaluate, find_cases
 
     root = Path(root)
     sources = [root / "sources" / "color", root / "sources" / "grayscale"]
@@ -274,7 +274,7 @@ def set_rows(results, survey, survey_methods, images, *, ours: dict, checks: dic
     results : dict
         :func:`evaluate_survey`'s output.
     survey, survey_methods
-        :func:`pyfusion.metrics.table.load_survey`'s output.
+        :func:`fusionlab.tables.load_survey`'s output.
     images : sequence of str
     ours : dict
         ``{row label: results key}``: our methods.
@@ -287,7 +287,7 @@ def set_rows(results, survey, survey_methods, images, *, ours: dict, checks: dic
         ``{"published": {method: {metric: mean}}, "ours": {label: ...}, "check": {label: ...}}``;
         ``published`` is empty when an image is not in the survey.
     """
-    from .metrics.table import survey_means
+    from fusionlab.tables import survey_means
 
     return {"published": survey_means(survey, survey_methods, list(images)) or {},
             "ours": {label: _mean(results[key], images) for label, key in ours.items()},
@@ -309,7 +309,7 @@ def ranks(rows: dict) -> dict:
         (positive: ours is better; for a lower-is-better metric ``best - ours``); ``best`` the published method
         holding it.
     """
-    from .metrics import LOWER_IS_BETTER
+    from pyfusion.metrics import LOWER_IS_BETTER
 
     pub = rows["published"]
     out = {}
@@ -326,7 +326,7 @@ def ranks(rows: dict) -> dict:
 
 
 def _table(rows: dict) -> list[str]:
-    from .metrics import LOWER_IS_BETTER
+    from pyfusion.metrics import LOWER_IS_BETTER
 
     ranked = {**rows["published"], **rows["ours"]}
     keys = list(next(iter(ranked.values())))
@@ -368,7 +368,7 @@ def _rank_lines(rows: dict) -> list[str]:
 
 
 def _check_lines(rows: dict, reference: str = "CNN") -> list[str]:
-    from .metrics import LOWER_IS_BETTER
+    from pyfusion.metrics import LOWER_IS_BETTER
 
     pub = rows["published"].get(reference)
     out = []
@@ -413,7 +413,7 @@ def metric_tables(results, survey, survey_methods, *, sets: dict, ours: dict, ch
 def psnr_table(root, runs: dict, names, sets: dict) -> str:
     """PSNR (dB) of our images against the published images of the same method (``results/METHOD/``), per image
     and mean per set, for the methods in ``runs`` (``{method: folder}``) that have published images; "" if none."""
-    from .io import read_image
+    from pyfusion.io import read_image
 
     root = Path(root)
     cols = [m for m in runs if (root / "results" / m).is_dir()]
@@ -561,11 +561,11 @@ def make_report(data, out, *, methods=None, names=None, limit: int = 0, survey_d
         No survey pair, an unknown pair or method, ``reproduction_doc`` without ``cnn``, or a document that may
         not be overwritten (:func:`check_doc`).
     """
-    from .backends import default_backend
-    from .fusion import METHODS, method_takes
-    from .io import write_atomic
-    from .metrics import LOWER_IS_BETTER
-    from .metrics.table import load_survey
+    from pyfusion.backends import default_backend
+    from pyfusion.fusion import METHODS, method_takes
+    from pyfusion.io import write_atomic
+    from pyfusion.metrics import LOWER_IS_BETTER
+    from fusionlab.tables import load_survey
 
     data, out = Path(data), Path(out)
     methods = list(METHODS) if methods is None else list(methods)
@@ -612,8 +612,8 @@ def make_report(data, out, *, methods=None, names=None, limit: int = 0, survey_d
     if figures is not None:
         from tqdm import tqdm
 
-        from . import figures as fg
-        from .io import read_image
+        from pyfusion import figures as fg
+        from pyfusion.io import read_image
 
         fdir = Path(figures)
         jobs = []

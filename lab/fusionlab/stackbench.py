@@ -1,13 +1,13 @@
-"""Focus-stack benchmarks: synthetic stacks with ground truth (:func:`pyfusion.synthetic.benchmark_stacks`) fused
+"""Focus-stack benchmarks: synthetic stacks with ground truth (:func:`fusionlab.synthetic.benchmark_stacks`) fused
 by every N-frame fuser, registered and hand-held; and the comparison of a real stack's fusion with another tool's
 result (crops, depth map, agreement). ``tools/stack_bench.py`` and ``tools/pcb_figure.py`` are their command lines.
 
 Synthetic stacks (:func:`score_stack`), three conditions per fuser, each scored against the sharp photo
-(:func:`pyfusion.synthetic.scores`, PSNR and SSIM):
+(:func:`fusionlab.synthetic.scores`, PSNR and SSIM):
 
 * ``registered``: the registered frames, scored on the whole image and on the alignment's crop;
-* ``moved+align``: the hand-held frames (:func:`pyfusion.synthetic.shake`) fused with ``align=True``, scored on
-  the crop the alignment reports (the reference is the middle frame, which :func:`~pyfusion.synthetic.shake`
+* ``moved+align``: the hand-held frames (:func:`fusionlab.synthetic.shake`) fused with ``align=True``, scored on
+  the crop the alignment reports (the reference is the middle frame, which :func:`~fusionlab.synthetic.shake`
   leaves still, so its crop of the photo is the ground truth);
 * ``moved``: the hand-held frames fused as if registered, scored on the same crop (what alignment saves).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pyfusion import synthetic
+from fusionlab import synthetic
 from pyfusion.io import read_image, write_atomic, write_image
 
 __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "measure_command",
@@ -138,7 +138,7 @@ def score_stack(stack, fusers, *, interpolation: str | None = None, threads: int
 
     Parameters
     ----------
-    stack : pyfusion.synthetic.Stack
+    stack : fusionlab.synthetic.Stack
     fusers : sequence of str
         Labels of :data:`FUSERS`.
     interpolation : {"cubic", "linear"}, optional
@@ -374,7 +374,7 @@ def agreement(ours: np.ndarray, other: np.ndarray, *, offset=(0, 0)) -> dict:
     -------
     dict
         ``ours``, ``other`` (the registered pair, same shape), ``crop`` (in ``ours``' pixels), ``transform``,
-        ``psnr``, ``ssim`` (:func:`pyfusion.synthetic.scores`, ``other`` as the reference: agreement only, neither
+        ``psnr``, ``ssim`` (:func:`fusionlab.synthetic.scores`, ``other`` as the reference: agreement only, neither
         is ground truth).
     """
     from pyfusion.align import align

@@ -46,7 +46,7 @@ def save_png(fig, path, *, dpi: int = 100, colours: int = 0) -> Path:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from .io import write_atomic
+    from pyfusion.io import write_atomic
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()

@@ -41,10 +41,10 @@ import cv2
 import h5py
 import numpy as np
 
-from . import models
-from .constants import BAND_SCALE, BLUR_LEVELS, BLUR_SIGMA, BLUR_SIZE, PATCH, RGB2GRAY, VAR_THRESHOLD
-from .io import FusionInputError, read_image, to_gray
-from .util import sha256_file
+from pyfusion import models
+from pyfusion.constants import BAND_SCALE, BLUR_LEVELS, BLUR_SIGMA, BLUR_SIZE, PATCH, RGB2GRAY, VAR_THRESHOLD
+from pyfusion.io import FusionInputError, read_image, to_gray
+from pyfusion.util import sha256_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm"}
 SHARD_SIZE = 50_000  # examples per HDF5 file (100 MB); Caffe's HDF5Data holds one file in memory at a time

@@ -19,7 +19,7 @@ Head folding: fc1 (256 x 512·K·K, bias b1) and fc2 (2 x 256, bias b2) have no 
 logits are ``l = W2 (W1 x + b1) + b2`` and ``softmax(l)[1] = 1 / (1 + exp(l0 - l1)) = sigmoid(w x + beta)`` with
 ``w = (W2[1] - W2[0]) @ W1`` and ``beta = (W2[1] - W2[0]) . b1 + b2[1] - b2[0]``. The head is therefore the single
 filter ``w`` reshaped to ``1 x 512 x K x K`` (the InnerProduct flattening order is the convolution kernel layout,
-see :mod:`pyfusion.export`), plus the scalar ``beta`` (initializer ``head_bias``, only when the caffemodel's fc
+see :mod:`fusionlab.export`), plus the scalar ``beta`` (initializer ``head_bias``, only when the caffemodel's fc
 layers have biases: the shipped nets have none), followed by a sigmoid: 256x fewer multiply-adds in the head than
 the Caffe twin's fc1-conv.
 
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import FC1_KERNEL
-from .io import write_atomic
+from pyfusion.backends.head import fold_head, fold_head_bias
+from pyfusion.io import write_atomic
 
 __all__ = ["read_caffemodel", "params_from_layers", "fold_head", "fold_head_bias", "head_kernel", "branches_of",
            "build_onnx", "export_onnx", "set_deploy_params", "OPSET", "INPUT", "OUTPUT"]
@@ -49,7 +49,7 @@ OPSET = 17
 INPUT = "pair"
 OUTPUT = "score"
 TRUNK = ("conv1", "conv2", "conv3")
-#: Suffix of branch B's layers (pyfusion.netspec); a pseudo-siamese net's B trunk has weights of its own under it.
+#: Suffix of branch B's layers (fusionlab.netspec); a pseudo-siamese net's B trunk has weights of its own under it.
 B_SUFFIX = "_p"
 _FC_NAMES = {"fc1": ("fc1-conv", "fc1"), "fc2": ("fc2-conv", "fc2")}
 
@@ -94,7 +94,7 @@ def read_caffemodel(path, *, branches: str | None = None) -> dict:
         if layer.blobs and layer.name not in layers:
             layers[layer.name] = [_blob_array(b) for b in layer.blobs]
     if branches is None:
-        from .models import get, side_car
+        from pyfusion.models import get, side_car
 
         branches = get(side_car(path).get("net", "cnn")).branches
     return params_from_layers(layers, source=str(path), branches=branches)
@@ -199,48 +199,6 @@ def set_deploy_params(deploy_net, params: dict) -> None:
             blobs[1].data[...] = 0 if bias is None else np.reshape(bias, blobs[1].data.shape)
         elif bias is not None and np.any(bias):
             raise ValueError(f"{conv} of the deploy net has no bias blob: cannot set a nonzero {key} bias")
-
-
-def fold_head(w1: np.ndarray, w2: np.ndarray, *, kernel: int | None = None) -> np.ndarray:
-    """The folded head filter ``(W2[1] - W2[0]) @ W1`` reshaped to ``(1, C, K, K)``.
-
-    Parameters
-    ----------
-    w1 : ndarray (H, C*K*K)
-        fc1 weights (or fc1-conv weights (H, C, K, K), any shape with H rows).
-    w2 : ndarray (2, H)
-        fc2 weights.
-    kernel : int, optional
-        K (default: ``w1.shape[-1]`` for 4-D fc1-conv weights, else 8, the paper's head).
-
-    Returns
-    -------
-    ndarray (1, C, K, K), float32
-        ``sigmoid(<w, x>)`` equals ``softmax(W2 @ W1 @ x)[1]`` for every ``x`` (computed in float64); with fc
-        biases add :func:`fold_head_bias` inside the sigmoid.
-    """
-    if kernel is None:
-        kernel = np.shape(w1)[-1] if np.ndim(w1) == 4 else FC1_KERNEL
-    w1 = np.asarray(w1, dtype=np.float64).reshape(np.shape(w1)[0], -1)
-    w2 = np.asarray(w2, dtype=np.float64).reshape(2, -1)
-    w = (w2[1] - w2[0]) @ w1
-    return w.reshape(1, -1, kernel, kernel).astype(np.float32)
-
-
-def fold_head_bias(w2: np.ndarray, b1=None, b2=None) -> np.float32:
-    """The folded head's scalar bias ``(W2[1] - W2[0]) . b1 + b2[1] - b2[0]`` (float64, returned as float32).
-
-    ``softmax(W2 (W1 x + b1) + b2)[1] = sigmoid(<fold_head(W1, W2), x> + fold_head_bias(W2, b1, b2))``; a missing
-    bias counts as zero.
-    """
-    w2 = np.asarray(w2, dtype=np.float64).reshape(2, -1)
-    beta = 0.0
-    if b1 is not None:
-        beta += float((w2[1] - w2[0]) @ np.asarray(b1, np.float64).reshape(-1))
-    if b2 is not None:
-        b2 = np.asarray(b2, np.float64).reshape(-1)
-        beta += float(b2[1] - b2[0])
-    return np.float32(beta)
 
 
 def build_onnx(params: dict):
@@ -357,8 +315,8 @@ def export_onnx(caffemodel, out, *, extra: dict | None = None) -> dict:
         The side-car: ``sha256`` of the ONNX file, ``source_caffemodel``, ``source_sha256``, opset, graph I/O, and
         the registered ``net`` when the caffemodel's side-car names one (:func:`pyfusion.models.resolve` reads it).
     """
-    from .models import side_car
-    from .util import sha256_file
+    from pyfusion.models import side_car
+    from pyfusion.util import sha256_file
 
     out = Path(out)
     params = read_caffemodel(caffemodel)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """The project's ground-truth benchmark: synthetic multi-focus pairs from BSDS500 val photos (disk defocus of
-several radii, random smooth focus regions with hard or soft edges; pyfusion.synthetic), fused by each method and
+several radii, random smooth focus regions with hard or soft edges; fusionlab.synthetic), fused by each method and
 scored against the sharp photo (PSNR, SSIM), beside each source alone.
 
-    python tools/groundtruth.py --methods "cnn;dwt;wavelet-cnn" --count 40 --out docs/groundtruth.md
-    python tools/groundtruth.py --methods "wavelet-cnn;wavelet-cnn:levels=2;wavelet-cnn:levels=2,deep=net"
+    python -m fusionlab groundtruth --methods "cnn;dwt;wavelet-cnn" --count 40 --out docs/groundtruth.md
+    python -m fusionlab groundtruth --methods "wavelet-cnn;wavelet-cnn:levels=2;wavelet-cnn:levels=2,deep=net"
 
 A method may carry options after a colon (``NAME:key=value,key=value``; numbers are parsed), so variants of
 one method can be compared.
@@ -21,10 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 import pyfusion
-from pyfusion import synthetic
+from fusionlab import synthetic
 from pyfusion.io import write_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
+from fusionlab import ROOT
 
 
 def parse_method(spec: str) -> dict:
@@ -79,7 +79,7 @@ def main(argv=None):
     groups = [("all", rows)] + [(f"radius {r}", [x for x in rows if x["radius"] == r]) for r in synthetic.RADII] \
         + [(f"edge sigma {s:g}", [x for x in rows if x["softness"] == s]) for s in synthetic.SOFTNESS]
     lines = [f"PSNR (dB) / SSIM against the sharp photo, means over {len(rows)} pairs "
-             f"(`python tools/groundtruth.py --methods \"{args.methods}\" --count {args.count} --seed {args.seed} "
+             f"(`python -m fusionlab groundtruth --methods \"{args.methods}\" --count {args.count} --seed {args.seed} "
              f"--start {args.start}`).", "",
              "| pairs | n | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for label, sel in groups:

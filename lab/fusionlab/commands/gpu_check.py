@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Time the deploy twin and training on this machine's CPU and, where there is one, its CUDA GPU.
 
-    python tools/gpu_check.py --out runs/gpu_check [--gpu 0] [--caffe-tool build/caffe-cuda/src/build/tools/caffe]
-    python tools/gpu_check.py --out runs/gpu_check --doc docs/benchmarks_gpu.md --block cpu   # a CPU machine
+    python -m fusionlab gpu-check --out runs/gpu_check [--gpu 0] [--caffe-tool build/caffe-cuda/src/build/tools/caffe]
+    python -m fusionlab gpu-check --out runs/gpu_check --doc docs/benchmarks_gpu.md --block cpu   # a CPU machine
 
 Rows (one fresh measurement each, seconds of wall clock; the first call of each backend and size is a warm-up):
 score maps of a 520x520 and a 4000x3000 pair through Caffe (the deploy twin and its folded head, tiled to the memory
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from pyfusion import models, net
-from pyfusion.io import replace_block, write_atomic
+from fusionlab.docblocks import replace_block
+from pyfusion.io import write_atomic
 from pyfusion.util import gpu_query
 
 SIZES = {"520x520": (520, 520), "4000x3000": (3000, 4000)}
@@ -105,7 +106,7 @@ def train_rows(gpu, caffe_tool, *, iters: int = 40) -> list[dict]:
     """Training examples/s at batch 128 on the CPU and (given ``gpu``) the GPU: pycaffe's solver.step where
     pycaffe imports (forward, backward and update), else ``caffe time`` (forward and backward)."""
     from pyfusion.backends import caffe as caffe_backend
-    from pyfusion.train import TrainConfig, write_run_files
+    from fusionlab.train import TrainConfig, write_run_files
 
     rows = []
     devices = [None] + ([gpu] if gpu is not None else [])
@@ -193,7 +194,7 @@ def main(argv=None):
     if not args.no_train:
         rows += train_rows(args.gpu, args.caffe_tool)
     fig = {"machine": machine(args.gpu), "rows": rows,
-           "command": "python tools/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+           "command": "python -m fusionlab gpu-check " + " ".join(argv if argv is not None else sys.argv[1:])}
     write_atomic(out / "figures.json", json.dumps(fig, indent=2) + "\n")
     text = table(fig)
     write_atomic(out / "table.md", text + "\n")

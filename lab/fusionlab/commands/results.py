@@ -3,9 +3,9 @@
 rows, ours and a check row (our metric code on the authors' CNN images), per set (grayscale, colour, all), and
 PSNR of our images against the published ones of the same method.
 
-    python tools/results.py --methods cnn,dwt,wavelet-cnn --out docs/results_survey.md
+    python -m fusionlab results --methods cnn,dwt,wavelet-cnn --out docs/results_survey.md
 
-The same tables as `make reproduce` (tools/reproduce.py, pyfusion.reproduce.make_report), without the comparison
+The same tables as `make reproduce` (tools/reproduce.py, fusionlab.reproduce.make_report), without the comparison
 with the authors' images; --figures DIR adds the metric charts. Our fused images go to runs/results/METHOD/ and
 are kept between runs (an interrupted run resumes; --force fuses again: do so after a model changes).
 """
@@ -14,9 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from pyfusion.reproduce import make_report
+from fusionlab.reproduce import make_report
 
-ROOT = Path(__file__).resolve().parents[1]
+from fusionlab import ROOT
 
 
 def main(argv=None):
@@ -33,7 +33,7 @@ def main(argv=None):
     try:
         make_report(args.data, args.runs, methods=args.methods.split(",") if args.methods else None,
                     limit=args.limit, survey_doc=args.out, figures=args.figures, force=args.force,
-                    command=shlex.join(["python", "tools/results.py", *[a for a in argv if a != "--force"]]),
+                    command=shlex.join(["python", "python -m fusionlab results", *[a for a in argv if a != "--force"]]),
                     log=lambda s: print(f"results: {s}"))
     except ValueError as e:
         print(f"results: error: {e}", file=sys.stderr)

@@ -7,7 +7,7 @@ weights per branch) or a 2-channel net (the pair stacked as one input). Each var
 (:mod:`pyfusion.models`: ``cnn_blur3``, ``cnn_patch8``, ``cnn_pseudo``, ``cnn_2ch``) trained by the same tools
 with the same schedule and seeds as the baseline ``cnn`` retrained beside them (``make ablations``), and judged
 three ways: validation accuracy, the survey's 8 metrics on its 30 pairs, and PSNR/SSIM on the project's synthetic
-ground-truth pairs (:mod:`pyfusion.synthetic`).
+ground-truth pairs (:mod:`fusionlab.synthetic`).
 
 References
 ----------
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
-from .util import ROOT
+from pyfusion import models
+from fusionlab import ROOT
 
 #: variant (registered net) -> (what differs from the baseline, the paper's statement about it)
 VARIANTS = {
@@ -59,7 +59,7 @@ def center_crop_set(val_list, out_dir, *, patch: int, top: str = "pair") -> Path
     """
     import h5py
 
-    from .io import write_atomic
+    from pyfusion.io import write_atomic
 
     out_dir = Path(out_dir)
     listing = out_dir / "list.txt"
@@ -83,7 +83,7 @@ def center_crop_set(val_list, out_dir, *, patch: int, top: str = "pair") -> Path
 def validation(name: str, *, progress: bool = True) -> dict:
     """Validation accuracy and loss of a variant's exported model on its own validation set (made by its recipe)
     and on the baseline's 10,000 validation pairs (centre crops of them for smaller patches)."""
-    from .train import TrainConfig, data_lists, evaluate
+    from fusionlab.train import TrainConfig, data_lists, evaluate
 
     m = models.get(name)
     own = data_lists(TrainConfig(net=name))[1]
@@ -102,8 +102,8 @@ def survey_metrics(name: str, data, *, progress: bool = True) -> dict:
     Fused by the ``cnn`` method with the variant's model into ``runs/ablation/survey/NAME`` (kept: a rerun only
     fuses what is missing).
     """
-    from .metrics.table import evaluate, find_cases
-    from .reproduce import fuse_survey
+    from fusionlab.tables import evaluate, find_cases
+    from fusionlab.reproduce import fuse_survey
 
     out_dir = RUNS / "survey" / name
     fuse_survey(data, "cnn", out_dir, progress=progress, model=str(weights(name).with_suffix(".onnx")))
@@ -114,10 +114,12 @@ def survey_metrics(name: str, data, *, progress: bool = True) -> dict:
 
 def groundtruth(name: str, photos, *, count: int = 40, seed: int = 0, progress: bool = True) -> list[dict]:
     """PSNR and SSIM against the sharp photo of a variant's fusions of the synthetic ground-truth pairs
-    (:func:`pyfusion.synthetic.benchmark_pairs`, the test set of ``tools/groundtruth.py``)."""
+    (:func:`fusionlab.synthetic.benchmark_pairs`, the test set of ``tools/groundtruth.py``)."""
     from tqdm import tqdm
 
-    from . import fuse, synthetic
+    from pyfusion import fuse
+
+    from fusionlab import synthetic
 
     model = str(weights(name).with_suffix(".onnx"))
     rows = []
@@ -154,8 +156,8 @@ def curves_figure(logs: dict, out) -> None:
 def measure(names, *, data, photos, cache, count: int = 40, progress: bool = True) -> dict:
     """Every measurement of every variant in ``names``, kept in the JSON file ``cache`` (a variant whose weights
     are unchanged is not measured again; an interrupted run resumes)."""
-    from .io import write_atomic
-    from .models import file_sha256
+    from pyfusion.io import write_atomic
+    from pyfusion.models import file_sha256
 
     cache = Path(cache)
     results = json.loads(cache.read_text()) if cache.is_file() else {}

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, netspec
-from .backends import caffe as caffe_backend
-from .models import PROTOTXT
-from .util import ROOT
+from pyfusion import models
+
+from fusionlab import netspec
+from pyfusion.backends import caffe as caffe_backend
+from pyfusion.models import PROTOTXT
+from fusionlab import ROOT
 
 
 @dataclass
@@ -91,7 +93,7 @@ def write_run_files(run: Path, cfg: TrainConfig, lr: float) -> Path:
     solver = _text(PROTOTXT / "solver.prototxt", {
         r"^net: .*$": f'net: "{run / "train_val.prototxt"}"',
         r"^test_iter: .*$": f"test_iter: {cfg.val_batches}",
-        r"^test_interval: .*$": "test_interval: 1000000000   # validation is run by pyfusion.train",
+        r"^test_interval: .*$": "test_interval: 1000000000   # validation is run by fusionlab.train",
         r"^base_lr: .*$": f"base_lr: {lr!r}",
         r"^momentum: .*$": f"momentum: {cfg.momentum!r}",
         r"^weight_decay: .*$": f"weight_decay: {cfg.weight_decay!r}",
@@ -116,7 +118,7 @@ def _latest_state(run: Path):
 
 
 def _atomic_json(path: Path, obj) -> None:
-    from .io import write_atomic
+    from pyfusion.io import write_atomic
 
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
 

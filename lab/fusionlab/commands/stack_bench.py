@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """The project's focus-stack benchmark: synthetic stacks with ground truth from BSDS500 val photos
-(pyfusion.synthetic.benchmark_stacks: a random smooth depth map cut into 3-8 layers, frame k sharp on layer k and
+(fusionlab.synthetic.benchmark_stacks: a random smooth depth map cut into 3-8 layers, frame k sharp on layer k and
 disk-defocused elsewhere by its depth distance; a hand-held copy of every stack), fused by every N-frame fuser
-registered, hand-held with alignment and hand-held without, scored against the sharp photo (pyfusion.stackbench).
+registered, hand-held with alignment and hand-held without, scored against the sharp photo (fusionlab.stackbench).
 
-    python tools/stack_bench.py --count 20 --seed 0 --doc docs/stacks.md
+    python -m fusionlab stack-bench --count 20 --seed 0 --doc docs/stacks.md
 
 Every stack's numbers go to --json after each stack; a rerun with the same configuration keeps the stacks
 already there (resumes), --fresh starts over. The summary (markdown) is printed and, with --doc, written between
@@ -18,15 +18,15 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from pyfusion import stackbench, synthetic  # noqa: E402
+from fusionlab import stackbench, synthetic  # noqa: E402
 from pyfusion.align import INTERPOLATION, INTERPOLATIONS  # noqa: E402
-from pyfusion.io import replace_block, write_atomic  # noqa: E402
+from fusionlab.docblocks import replace_block  # noqa: E402
+from pyfusion.io import write_atomic  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from fusionlab import ROOT
 PROG = "stack_bench"
 
 
@@ -77,7 +77,7 @@ def done_rows(path: Path, config: dict, fresh: bool) -> dict:
 
 
 def command_line(args) -> str:
-    parts = [f"python tools/stack_bench.py --count {args.count} --seed {args.seed}"]
+    parts = [f"python -m fusionlab stack-bench --count {args.count} --seed {args.seed}"]
     parts += [f"--start {args.start}"] if args.start else []
     parts += [f"--crop {args.crop}"] if args.crop else []
     parts += [f"--align-interp {args.align_interp}"] if args.align_interp != INTERPOLATION else []

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Tune ``method="cnn-plus"`` on the project's synthetic tuning set, never on the survey's pairs.
 
-    python tools/tune_cnn_plus.py --count 24 --out runs/cnn_plus/tuning.md          # the grid of docs/cnn_plus.md
-    python tools/tune_cnn_plus.py --count 12 --candidates "cnn;cnn-plus:band=4,focus_radius=2,gf_radius=4"
+    python -m fusionlab tune-cnn-plus --count 24 --out runs/cnn_plus/tuning.md          # the grid of docs/cnn_plus.md
+    python -m fusionlab tune-cnn-plus --count 12 --candidates "cnn;cnn-plus:band=4,focus_radius=2,gf_radius=4"
 
-Pairs: pyfusion.synthetic.benchmark_pairs(start=50, seed=1) (BSDS500 val photos 50.., disk defocus of radius 2-6
+Pairs: fusionlab.synthetic.benchmark_pairs(start=50, seed=1) (BSDS500 val photos 50.., disk defocus of radius 2-6
 px, hard and feathered focus edges; the test set is start 0, seed 0). Each candidate (``NAME:key=value,...`` as
-in tools/groundtruth.py) fuses every pair; the fused image is scored with the survey's 8 metrics
+in python -m fusionlab groundtruth) fuses every pair; the fused image is scored with the survey's 8 metrics
 (pyfusion.metrics.METRICS) and against the sharp photo (PSNR, SSIM). The nets' score maps are cached under
 --cache (a candidate changes only the steps after them), and so is every result in --json (an interrupted run
 resumes; a candidate already there is not run again).
@@ -15,7 +15,7 @@ Two references that are not methods, for the analysis of docs/cnn_plus.md (never
 ``truth`` scores the sharp photo itself as if it were a fused image, and ``mix:delta=D`` the shipped ``cnn-plus``
 with a share ``D`` of the other source everywhere (weight ``D + (1 - 2 D) W``), a blend away from the truth.
 
-    python tools/tune_cnn_plus.py --count 24 --candidates "$(python tools/tune_cnn_plus.py --print-analysis)"
+    python -m fusionlab tune-cnn-plus --count 24 --candidates "$(python -m fusionlab tune-cnn-plus --print-analysis)"
 
 The rule (docs/cnn_plus.md): among the ``cnn-plus`` candidates whose mean PSNR is not below ``cnn``'s, the lowest
 mean rank over the 8 metric columns (means over the pairs rounded to 4 decimals; QCV: lower is better); ties: the
@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 import pyfusion
-from pyfusion import synthetic
+from fusionlab import synthetic
 from pyfusion.fusion import method_takes
 from pyfusion.io import from_unit, to_unit, write_atomic
 from pyfusion.methods.cnn import net_score_fn, weighted_average
 from pyfusion.metrics import LOWER_IS_BETTER, METRICS
 from pyfusion.metrics import phase as _phase
-from pyfusion.metrics.table import column_agreement, load_survey, survey_means
-from pyfusion.reproduce import survey_sets
+from fusionlab.tables import column_agreement, load_survey, survey_means
+from fusionlab.reproduce import survey_sets
 
 #: The tuning grid of docs/cnn_plus.md: the references, then the cnn-plus candidates, every option written out.
 GRID = (
@@ -69,9 +69,8 @@ GRID = (
 #: The analysis of docs/cnn_plus.md: does the truth lead every column, and what does a blend buy and cost?
 ANALYSIS = ("truth", "cnn", "cnn-plus", "mix:delta=0.02", "mix:delta=0.05", "mix:delta=0.1", "mix:delta=0.2")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from groundtruth import parse_method  # noqa: E402
+from fusionlab import ROOT
+from fusionlab.commands.groundtruth import parse_method  # noqa: E402
 
 
 def cached(model: str, folder: Path):
@@ -230,7 +229,7 @@ def table(results, cands, metrics, args) -> str:
     base = "cnn" if "cnn" in cands else None
     better = {c: sum(_better(mean[c][m], mean[base][m], m) for m in metrics) for c in plus} if base else {}
     which = "" if args.softness is None else f", focus-edge softness {args.softness:g} only"
-    lines = [f"Means over {len(names)} tuning pairs{which} (`tools/tune_cnn_plus.py --count {args.count} --start "
+    lines = [f"Means over {len(names)} tuning pairs{which} (`python -m fusionlab tune-cnn-plus --count {args.count} --start "
              f"{args.start} --seed {args.seed}`); rank: among the {len(plus)} cnn-plus candidates; "
              f"vs cnn: columns better than `cnn`.", "",
              "| candidate | " + " | ".join(metrics) + " | PSNR | SSIM | mean rank | vs cnn |",

@@ -19,7 +19,7 @@ References
 """
 from __future__ import annotations
 
-from .models import FC1_OUTPUTS, TRUNK_CHANNELS, Model
+from pyfusion.models import FC1_OUTPUTS, TRUNK_CHANNELS, Model
 
 __all__ = ["train_val", "deploy", "deploy_input_net"]
 
@@ -124,7 +124,7 @@ def deploy(m: Model) -> str:
 
 def deploy_folded(m: Model) -> str:
     """The deploy twin of ``m`` with fc2 . fc1 folded into one K x K convolution to the logit difference and a
-    sigmoid ``prob`` (one channel: P(source A in focus)); weights from :func:`pyfusion.onnx_export.fold_head`.
+    sigmoid ``prob`` (one channel: P(source A in focus)); weights from :func:`fusionlab.onnx_export.fold_head`.
     The same scores as :func:`deploy` up to float rounding, with 1/256 of its head's multiplications."""
     body, fc_in = _body(m, "a", "b")
     return (_header(m, "deploy, folded head") + f'name: "{m.name}_deploy_folded"\n' + _inputs(m) + body
