@@ -1,9 +1,12 @@
 """Shared test fixtures: where ../shared/data is, and whether pycaffe is importable.
 
 Outside CI a test that needs ../shared/data or pycaffe skips with the reason; under CI=true it fails instead,
-so CI can never silently skip them.
+so CI can never silently skip them. A test that uses the ``caffe`` fixture (directly or through another fixture)
+or is parametrized with ``backend="caffe"`` is marked ``caffe``; one that imports pycaffe without that mark fails,
+so ``-m "not caffe"`` (``make test-fast``) runs no Caffe.
 """
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's glog quiet unless asked (must precede `import caffe`)
@@ -13,6 +16,36 @@ from helpers import need as _need
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYFUSION_SHARED", ROOT.parent / "shared" / "data"))
+
+
+_CAFFE_BEFORE = pytest.StashKey[bool]()
+
+
+def _caffe_loaded() -> bool:
+    return sys.modules.get("caffe") is not None
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``caffe`` every test that uses the ``caffe`` fixture or is parametrized with ``backend="caffe"``."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "caffe" in getattr(item, "fixturenames", ()) or (callspec and callspec.params.get("backend") == "caffe"):
+            item.add_marker(pytest.mark.caffe)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[_CAFFE_BEFORE] = _caffe_loaded()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Fail a test not marked ``caffe`` that imported pycaffe (in its fixtures or its body)."""
+    result = yield
+    if not item.stash.get(_CAFFE_BEFORE, True) and _caffe_loaded() and not item.get_closest_marker("caffe"):
+        pytest.fail("imports pycaffe but is not marked caffe (use the caffe fixture or @pytest.mark.caffe)")
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The net files of every registered model: up to date with the registry, they parse, the branches share
-weights, the deploy twin computes what the train net does."""
+weights, the deploy twin computes what the train net does; every shipped net file runs as shipped (Caffe's own
+parser reads it and the files it names exist) and the docs name net files that exist."""
 import re
 import subprocess
 import sys
@@ -11,10 +12,20 @@ import pytest
 from pyfusion import models
 
 from fusionlab import netspec
+from fusionlab.train import TrainConfig, data_lists
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "prototxt"
 NETS = sorted(models.MODELS)
+
+
+#: Every .prototxt file of the checkout that git ships (tracked, or new and not ignored), repo-relative.
+SHIPPED = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "*.prototxt"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split()
+#: Fields of Caffe's messages that name a file (a snapshot prefix names a run folder that training creates).
+PATH_FIELDS = {"net", "train_net", "test_net", "source", "mean_file", "weights"}
+#: The user documentation, whose prototxt/NAME.prototxt paths must exist.
+DOCS = [ROOT / "README.md", ROOT / "models" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _layers(text):
@@ -93,6 +104,55 @@ def test_solver_has_paper_hyperparameters():
     for key, val in (("base_lr", 1e-4), ("momentum", 0.9), ("weight_decay", 5e-4)):
         assert float(re.search(rf"^{key}: ([\d.e-]+)", s, re.M).group(1)) == val
     assert 'type: "SGD"' in s
+
+
+def _named_paths(msg):
+    """(field, value) of every file-naming string field set anywhere in a parsed Caffe message."""
+    for field, value in msg.ListFields():
+        values = value if field.label == field.LABEL_REPEATED else [value]
+        if field.type == field.TYPE_MESSAGE:
+            for v in values:
+                yield from _named_paths(v)
+        elif field.name in PATH_FIELDS:
+            yield from ((field.full_name, v) for v in values)
+
+
+def test_every_net_file_is_shipped():
+    """The git listing the parser test runs over holds the registry's net files and the solver."""
+    want = {str(p.relative_to(ROOT)) for n in NETS for p in (models.get(n).train_val, models.get(n).deploy)}
+    assert want | {"prototxt/solver.prototxt"} <= set(SHIPPED)
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_net_file_runs_as_shipped(caffe, path):
+    """Caffe's parser reads the file (a solver as SolverParameter, the rest as NetParameter), and every file it
+    names is a repo-relative path, from the repo root: the solver's net exists; an HDF5 source is the list that
+    `make dataset NET=name` writes for that net (fusionlab.train.data_lists)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    solver = path.endswith("solver.prototxt")
+    msg = caffe_pb2.SolverParameter() if solver else caffe_pb2.NetParameter()
+    text_format.Merge((ROOT / path).read_text(), msg)
+    named = list(_named_paths(msg))
+    if solver:
+        assert msg.net and not (msg.train_net or msg.test_net), "a solver names one train_val net"
+    lists = {str(models.get(n).train_val.relative_to(ROOT)): set(data_lists(TrainConfig(net=n))) for n in NETS}
+    for field, value in named:
+        assert not Path(value).is_absolute(), f"{path}: {field} {value!r} is not relative to the repo root"
+        if field == "caffe.HDF5DataParameter.source":
+            assert value in lists.get(path, ()), f"{path}: HDF5 source {value!r} is not a list `make dataset` writes"
+        else:
+            assert (ROOT / value).is_file(), f"{path}: {field} {value!r} does not exist"
+
+
+def test_docs_name_existing_net_files():
+    """Every prototxt/NAME.prototxt path in README.md, models/README.md and docs/*.md is a file of the checkout."""
+    missing = [f"{doc.relative_to(ROOT)}: {name}" for doc in DOCS
+               for name in sorted(set(re.findall(r"(?<![\w./-])prototxt/[\w.-]+\.prototxt", doc.read_text())))
+               if not (ROOT / name).is_file()]
+    assert not missing, f"net files named in the docs that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("name", NETS)
