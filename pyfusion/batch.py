@@ -12,7 +12,7 @@ Running
 the fused image written with :func:`pyfusion.io.write_image`, which is atomic) to a ``distributed.LocalCluster``
 on this machine, listening on 127.0.0.1 only, with ``workers`` processes of one Dask thread each, and passes
 ``threads=`` to every fusion so that ``workers * threads`` does not exceed the cores (and, unless given,
-``max_memory=`` of each fusion: its share of half the free memory); or, with ``scheduler``, to
+``max_memory=`` of each fusion, in GB: its share of half the free memory); or, with ``scheduler``, to
 an existing cluster (whose workers must see ``IN_DIR`` and ``OUT_DIR`` at the same paths). Each worker process
 loads a net once: pyfusion's backends cache nets per process.
 
@@ -193,10 +193,10 @@ def run_batch(in_dir, out_dir, *, method: str = "cnn", align=False, options: dic
         opts["threads"] = n_threads
     if scheduler is None and "max_memory" in takes and opts.get("max_memory") is None:
         # the workers fuse at once: each gets its share of half the free memory (at most the usual budget)
-        from pyfusion.tiling import default_max_memory
+        from pyfusion.tiling import default_max_bytes
         from pyfusion.util import available_bytes
 
-        opts["max_memory"] = int(min(default_max_memory(), 0.5 * available_bytes() / n_workers))
+        opts["max_memory"] = min(default_max_bytes(), 0.5 * available_bytes() / n_workers) / 2**30  # GB
     if align:
         align = dict(align) if isinstance(align, dict) else {}
         if n_threads is not None:

@@ -1,24 +1,26 @@
-"""The public entry point :func:`fuse`: read and check the sources, run one fusion method, time it.
+"""The public entry points :func:`fuse` (read and check the sources, run one fusion method, time it) and
+:func:`evaluate` (the survey's metrics of a fused image).
 
-Each method is a module of :mod:`pyfusion.methods` with ``fuse(images, **options) -> (fused, maps, timings)``
-(validated sources of one shape and dtype in, the fused image in that dtype out); :data:`METHODS` names them.
+Each method is a module of :mod:`pyfusion.methods` with ``DESCRIPTION`` (one line), ``OPTIONS`` (its declared
+options, :class:`pyfusion.options.Option`) and ``fuse(images, **options) -> (fused, maps, timings)`` (validated
+sources of one shape and dtype in, the fused image in that dtype out); :data:`METHODS` names them.
 """
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pyfusion.io import FusionInputError, read_image, validate_images
+from pyfusion.io import FusionInputError, read_image, to_unit, validate_images
+from pyfusion.options import check
 
-__all__ = ["FusionResult", "fuse", "METHODS"]
+__all__ = ["FusionResult", "fuse", "evaluate", "METHODS", "method_options"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
-METHODS = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
+_MODULES = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
 
 
 @dataclass(frozen=True)
@@ -61,29 +63,74 @@ class FusionResult:
         raise AttributeError(f"{type(self).__name__} of method {self.__dict__.get('method')!r} has no {name!r}")
 
 
-def method_takes(method: str) -> set:
-    """The keyword options of the method's ``fuse``."""
-    return set(inspect.signature(_method(method).fuse).parameters)
-
-
-def method_options(method: str, given) -> dict:
-    """The options the method's ``fuse`` takes, from ``given``: ``(label, keyword, value)`` triples (``value``
-    None: not given). ValueError ``"LABEL does not apply to method NAME"`` for one it does not take."""
-    takes = method_takes(method)
-    out = {}
-    for label, key, value in given:
-        if value is None:
-            continue
-        if key not in takes:
-            raise ValueError(f"{label} does not apply to --method {method}")
-        out[key] = value
-    return out
-
-
 def _method(name: str):
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    return importlib.import_module(f"pyfusion.methods.{METHODS[name]}")
+    """The module of method ``name``; one-line ValueError for an unknown name."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(_MODULES)}")
+    return importlib.import_module(f"pyfusion.methods.{_MODULES[name]}")
+
+
+def method_options(method: str) -> tuple:
+    """The options ``method`` declares (:class:`pyfusion.options.Option`), in its order."""
+    return _method(method).OPTIONS
+
+
+def method_takes(method: str) -> set:
+    """The names of the options ``method`` takes."""
+    return {o.name for o in method_options(method)}
+
+
+#: The fusion methods: name -> one-line description.
+METHODS = {name: importlib.import_module(f"pyfusion.methods.{mod}").DESCRIPTION for name, mod in _MODULES.items()}
+
+
+def evaluate(sources, fused, reference=None) -> dict:
+    """The survey's eight objective metrics of a fused image against its two sources, and PSNR / SSIM against a
+    reference where one is given.
+
+    Parameters
+    ----------
+    sources : sequence of two numpy.ndarray or paths
+        The two source images (grey ``(H, W)`` or RGB ``(H, W, 3)``, 8- or 16-bit, or float in [0, 1]).
+    fused : numpy.ndarray or path
+        The fused image, same shape.
+    reference : numpy.ndarray or path, optional
+        An all-in-focus reference (ground truth) of the same shape.
+
+    Returns
+    -------
+    dict of str to float
+        ``QMI, QNCIE, QG, QP, QE, QY, QCB, QCV`` (:data:`pyfusion.metrics.METRICS`; all higher-is-better except
+        QCV) and, with ``reference``, ``PSNR`` (dB) and ``SSIM``. Images are put on the 8-bit scale first.
+
+    Raises
+    ------
+    pyfusion.io.FusionInputError
+        Not two sources, unreadable files, mismatched shapes.
+
+    References
+    ----------
+    .. [1] Y. Liu, L. Wang, J. Cheng, C. Li, X. Chen, "Multi-focus image fusion: a survey of the state of the
+       art", Information Fusion 64 (2020) 71-91.
+    """
+    from pyfusion.metrics import METRICS, psnr, ssim
+
+    items = list(sources) if not isinstance(sources, (str, os.PathLike, np.ndarray)) else [sources]
+    if len(items) != 2:
+        raise FusionInputError(f"the survey's metrics take two sources, got {len(items)}")
+    names = [str(x) if isinstance(x, (str, os.PathLike)) else f"source {k + 1}" for k, x in enumerate(items)]
+    names.append(str(fused) if isinstance(fused, (str, os.PathLike)) else "fused image")
+    images = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in (*items, fused)]
+    if reference is not None:
+        names.append(str(reference) if isinstance(reference, (str, os.PathLike)) else "reference")
+        images.append(read_image(reference) if isinstance(reference, (str, os.PathLike)) else reference)
+    images = validate_images(images, names=names)
+    a, b, f, *ref = [to_unit(x) * 255.0 for x in images]
+    out = {name: float(fn(a, b, f)) for name, fn in METRICS.items()}
+    if ref:
+        out["PSNR"] = float(psnr(ref[0], f))
+        out["SSIM"] = float(ssim(ref[0], f))
+    return out
 
 
 def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult:
@@ -96,10 +143,9 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         dtype (uint8, uint16, or float in [0, 1]), ``H, W >= 16``. Paths are read with
         :func:`pyfusion.io.read_image`. The arrays are never modified.
     method : str, optional
-        ``"cnn"`` (default): the siamese CNN of Liu et al. 2017 (:mod:`pyfusion.methods.cnn`);
-        ``"wavelet-cnn"``: wavelet-domain CNN fusion (:mod:`pyfusion.methods.wavelet_cnn`);
-        ``"dwt"``: the survey's DWT baseline (:mod:`pyfusion.methods.dwt`); ``"cnn-plus"``: the cnn decision with
-        a refined focus boundary and a narrow transition (:mod:`pyfusion.methods.cnn_plus`, docs/cnn_plus.md).
+        A name of :data:`METHODS`: ``"cnn"`` (default; the siamese CNN of Liu et al. 2017,
+        :mod:`pyfusion.methods.cnn`), ``"wavelet-cnn"`` (:mod:`pyfusion.methods.wavelet_cnn`), ``"dwt"`` (the
+        survey's DWT baseline, :mod:`pyfusion.methods.dwt`), ``"cnn-plus"`` (:mod:`pyfusion.methods.cnn_plus`).
     align : bool or dict, optional
         Register the sources to the middle one first (:func:`pyfusion.align.align`: ECC on a pyramid, affine,
         cropped to the region every source covers); a dict gives :func:`~pyfusion.align.align`'s options (e.g.
@@ -108,17 +154,10 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         ``FusionResult.alignment``; the fused image then has the crop's size. Default ``False``: the sources must
         already be registered.
     **options
-        The method's keyword options. ``cnn``: ``model`` (registered name or weights file), ``backend``
-        (:data:`pyfusion.backends.BACKENDS`), ``threads`` (default ``$PYFUSION_THREADS`` or every core),
-        ``max_memory`` (bytes for the score-map stage), ``progress`` (tile progress bar), ``score_fn``
-        (``score_fn(a, b) -> scores`` replacing the CNN), ``region_ratio`` (0.01; one pass over N frames: 0.003), ``gf_radius`` (8), ``gf_eps``
-        (0.1), ``threshold`` (0.5), ``series`` (None: two sources pairwise, three or more in one pass,
-        :mod:`pyfusion.methods.stack`; True: the paper's series; False: one pass for two too), ``frame_fn``
-        (per-frame scores replacing the net in one pass). ``wavelet-cnn``: the same, with ``model_low``/``model_high`` for ``model``,
-        plus ``levels``, ``deep`` and ``score_fns``. ``dwt``: ``wavelet``, ``levels``, ``mode``, ``high_rule``,
-        ``low_rule``, ``window``, ``colour``, ``scale``. ``cnn-plus``: ``cnn``'s ``model``, ``backend``, ``threads``,
-        ``max_memory``, ``progress``, ``score_fn``, ``region_ratio``, ``threshold``, plus ``band`` (4),
-        ``focus_radius`` (2), ``power`` (None), ``gf_radius`` (2), ``gf_eps`` (0.1); more than two sources in series.
+        The method's options, as it declares them (``OPTIONS`` of its module; :func:`method_options`; the table
+        in docs/options.md). Every method takes ``threads`` and ``progress``; the net-based ones ``model``,
+        ``backend``, ``gpu`` and ``max_memory`` (GB). An option the method does not take is a ValueError naming
+        the options it takes.
 
     Returns
     -------
@@ -130,6 +169,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     pyfusion.io.FusionInputError
         Fewer than two sources, mismatched sizes or channel counts, unsupported dtype, images smaller than
         16x16, non-finite or out-of-range float values, unreadable files.
+    ValueError
+        An unknown method, an option the method does not take, an invalid option value.
 
     Notes
     -----
@@ -142,6 +183,7 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     """
     t_start = time.perf_counter()
     impl = _method(method)
+    options = check(method, impl.OPTIONS, options)
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         raise FusionInputError("images must be a sequence of two or more images or paths")
     items = list(images)

@@ -39,12 +39,12 @@ def _source(m: models.Model, x, name: str) -> np.ndarray:
     return x
 
 
-def _tiled(m: models.Model, be, a, b, run, *, tile, max_memory, progress, gpu=None) -> np.ndarray:
-    """``run`` over the exact tiles of (``a``, ``b``) sized to ``max_memory`` (unless ``tile``; default: the
+def _tiled(m: models.Model, be, a, b, run, *, tile, max_bytes, progress, gpu=None) -> np.ndarray:
+    """``run`` over the exact tiles of (``a``, ``b``) sized to ``max_bytes`` (unless ``tile``; default: the
     budget of the CPU, or of GPU ``gpu``); the backend's cached nets released after."""
     if tile is None:
-        budget = tiling.default_max_memory(gpu) if max_memory is None else int(max_memory)
-        tile = tiling.choose_tile(*a.shape[:2], model=m, backend=be, max_memory=budget)
+        budget = tiling.default_max_bytes(gpu) if max_bytes is None else int(max_bytes)
+        tile = tiling.choose_tile(*a.shape[:2], model=m, backend=be, max_bytes=budget)
     try:
         return tiling.tiled_scores(a, b, run, tile, model=m, backend=be, progress=progress)
     finally:
@@ -52,7 +52,7 @@ def _tiled(m: models.Model, be, a, b, run, *, tile, max_memory, progress, gpu=No
             be.release()
 
 
-def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, tile=None,
+def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_bytes=None, tile=None,
               progress=False) -> np.ndarray:
     """Score map of the pair (``a``, ``b``): P(source A in focus) for every patch at the net's stride.
 
@@ -70,12 +70,12 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
         Threads of the winograd, onnx and torch (CPU) backends (default ``$PYFUSION_THREADS``, else every core).
     gpu : int, optional
         Run the caffe backend (a CUDA build of Caffe) or the torch backend (a CUDA build of torch) on this GPU.
-    max_memory : int, optional
-        Bytes the score-map stage may use (default :func:`pyfusion.tiling.default_max_memory`: of the CPU, or
+    max_bytes : int, optional
+        Bytes the score-map stage may use (default :func:`pyfusion.tiling.default_max_bytes`: of the CPU, or
         half the free memory of GPU ``gpu``); picks the tile size. Caffe's tiles also stay under its INT_MAX
         elements per blob.
     tile : (int, int), optional
-        Scores per tile (rows, columns), overriding ``max_memory``.
+        Scores per tile (rows, columns), overriding ``max_bytes``.
     progress : bool, optional
         Show a progress bar over the tiles (stderr) when the pair is tiled.
 
@@ -94,7 +94,7 @@ def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_mem
     if gpu is not None and name not in ("caffe", "torch"):
         raise ValueError(f"gpu= runs the caffe or torch backend, not {name!r}")
     run = be.runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
-    return _tiled(m, be, a, b, run, tile=tile, max_memory=max_memory, progress=progress, gpu=gpu)
+    return _tiled(m, be, a, b, run, tile=tile, max_bytes=max_bytes, progress=progress, gpu=gpu)
 
 
 def frame_backends() -> tuple[str, ...]:
@@ -102,7 +102,7 @@ def frame_backends() -> tuple[str, ...]:
     return tuple(name for name in backends.BACKENDS if hasattr(backends.get(name), "frame_runner"))
 
 
-def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, tile=None,
+def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_bytes=None, tile=None,
                  progress=False) -> np.ndarray:
     """Per-frame focus score of one source: the folded head's antisymmetric part, one trunk pass.
 
@@ -117,7 +117,7 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
     ----------
     img : ndarray (H, W) or (H, W, C)
         One source as the net sees it (as ``a`` of :func:`score_map`).
-    model, threads, gpu, max_memory, tile, progress
+    model, threads, gpu, max_bytes, tile, progress
         As :func:`score_map` (tiles are exact: bit-identical to the whole image with the winograd backend).
     backend : str, optional
         A backend of :func:`frame_backends` (today all four; ``onnx`` and ``caffe`` run the trunk and apply the
@@ -155,5 +155,5 @@ def frame_scores(img, *, model=None, backend=None, threads=None, gpu=None, max_m
                                   f"{' or '.join(repr(b) for b in supported)}, or fuse in series (series=True)")
     run = be.frame_runner(m, caffemodel, onnx, threads=resolve_threads(threads), gpu=gpu)
     # the tiling of a pair with the same image twice: the same exact tiles, one image per tile to the runner
-    return _tiled(m, be, x, x, lambda a_tile, _b_tile: run(a_tile), tile=tile, max_memory=max_memory,
+    return _tiled(m, be, x, x, lambda a_tile, _b_tile: run(a_tile), tile=tile, max_bytes=max_bytes,
                   progress=progress, gpu=gpu)

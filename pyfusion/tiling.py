@@ -30,7 +30,7 @@ import numpy as np
 from .models import Model
 from .util import available_bytes, gpu_free_bytes
 
-__all__ = ["tile_plan", "tiled_scores", "input_extent", "choose_tile", "default_max_memory"]
+__all__ = ["tile_plan", "tiled_scores", "input_extent", "choose_tile", "default_max_bytes"]
 
 #: Default budget of the score-map stage: this fraction of MemAvailable, at most DEFAULT_MEMORY_CAP bytes.
 DEFAULT_MEMORY_FRACTION = 0.25
@@ -39,7 +39,7 @@ DEFAULT_MEMORY_CAP = 2 << 30
 GPU_MEMORY_FRACTION = 0.5
 
 
-def default_max_memory(gpu: int | None = None) -> int:
+def default_max_bytes(gpu: int | None = None) -> int:
     """Default budget of the score-map stage: ``min(0.25 * MemAvailable, 2 GiB)``; on GPU ``gpu``, half its free
     memory (:func:`pyfusion.util.gpu_free_bytes`; the CPU rule where that is unknown)."""
     if gpu is not None:
@@ -141,8 +141,8 @@ def input_extent(n_score_tile: int, n_img: int, *, model: Model, backend=None) -
     return Geometry(model, backend).extent(n_score_tile, n_img)
 
 
-def choose_tile(h: int, w: int, *, model: Model, backend, max_memory: int) -> tuple[int, int]:
-    """Largest tile (scores per tile, rows x columns) whose estimated peak memory fits ``max_memory`` bytes.
+def choose_tile(h: int, w: int, *, model: Model, backend, max_bytes: int) -> tuple[int, int]:
+    """Largest tile (scores per tile, rows x columns) whose estimated peak memory fits ``max_bytes`` bytes.
 
     ``backend.peak_bytes(model, h, w)`` is the backend's memory model. The whole image when it fits; else
     full-width strips if one strip row of 1+ scores fits; else square tiles. Never smaller than one score.
@@ -151,7 +151,7 @@ def choose_tile(h: int, w: int, *, model: Model, backend, max_memory: int) -> tu
     sh, sw = model.score_shape(h, w)
 
     def fits(th, tw):
-        return backend.peak_bytes(model, g.extent(th, h), g.extent(tw, w)) <= max_memory
+        return backend.peak_bytes(model, g.extent(th, h), g.extent(tw, w)) <= max_bytes
 
     def largest(lo, hi, ok):
         while lo < hi:

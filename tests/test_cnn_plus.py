@@ -115,7 +115,7 @@ def test_options_are_checked():
         pyfusion.fuse([a, b], method="cnn-plus", score_fn=left_scores, power=0)
     with pytest.raises(ValueError, match="score_fn"):
         pyfusion.fuse([a, b], method="cnn-plus", score_fn=left_scores, model="cnn")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"^method 'cnn-plus' takes no option 'levels'; its options: threads, progress"):
         pyfusion.fuse([a, b], method="cnn-plus", score_fn=left_scores, levels=2)
 
 
@@ -157,7 +157,7 @@ def test_tuning_tool_references_truth_and_mix():
     a, b = pair(np.uint8, colour=True, seed=3)
     sharp = np.full_like(a, 7)
     p = SimpleNamespace(a=a, b=b, sharp=sharp)
-    fns = {"score_fn": left_scores}
+    fns = {"cnn": left_scores}
     assert tune_cnn_plus.fuse_candidate("truth", p, fns) is sharp
     plus = pyfusion.fuse([a, b], method="cnn-plus", score_fn=left_scores)
     np.testing.assert_array_equal(tune_cnn_plus.fuse_candidate("mix:delta=0", p, fns), plus.fused)

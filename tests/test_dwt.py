@@ -42,7 +42,7 @@ def test_perfect_reconstruction_three_copies(shape, wavelet, mode, high_rule):
                             levels=4, colour=colour)
         assert fused.shape == x.shape and fused.dtype == np.float64
         np.testing.assert_allclose(fused, x, rtol=0, atol=1e-10)
-        assert maps["decision"].shape[:2] == shape[:2]
+        assert maps["decision_map"].shape[:2] == shape[:2]
 
 
 def test_default_levels_beyond_image_size_still_reconstruct():
@@ -171,7 +171,7 @@ def test_synthetic_pair_closer_to_sharp_original(shape, wavelet, mode, high_rule
         return np.sqrt(np.mean((x - tex) ** 2))
 
     assert rmse(fused) < 0.35 * min(rmse(a), rmse(b))
-    dec = maps["decision"]
+    dec = maps["decision_map"]
     assert dec[:, : half - 8].mean() < 0.05
     assert dec[:, half + 8 :].mean() > 0.95
 
@@ -185,8 +185,8 @@ def test_colour_gray_decision_shared_by_channels():
     b[:, :24] = blur[:, :24]
     fused_g, maps_g = dwt.fuse_unit([a, b], colour="gray")
     fused_c, maps_c = dwt.fuse_unit([a, b], colour="per_channel")
-    assert maps_g["decision"].shape == (40, 48)
-    assert maps_c["decision"].shape == (40, 48, 3)
+    assert maps_g["decision_map"].shape == (40, 48)
+    assert maps_c["decision_map"].shape == (40, 48, 3)
     assert fused_g.shape == fused_c.shape == a.shape
     assert not np.array_equal(fused_g, fused_c)
 

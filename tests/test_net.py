@@ -104,10 +104,10 @@ def test_choose_tile_fits_the_budget(name, model):
         return be.peak_bytes(m, tiling.input_extent(th, h, model=m, backend=be),
                              tiling.input_extent(tw, w, model=m, backend=be))
 
-    assert tiling.choose_tile(100, 80, model=m, backend=be, max_memory=1 << 40) == m.score_shape(100, 80)
+    assert tiling.choose_tile(100, 80, model=m, backend=be, max_bytes=1 << 40) == m.score_shape(100, 80)
     last = None
     for mb in (1, 16, 64, 256, 1024):
-        th, tw = tiling.choose_tile(4000, 3000, model=m, backend=be, max_memory=mb << 20)
+        th, tw = tiling.choose_tile(4000, 3000, model=m, backend=be, max_bytes=mb << 20)
         assert th >= 1 and tw >= 1
         if th > 1 and tw > 1:
             assert est(th, tw, 4000, 3000) <= mb << 20
@@ -115,7 +115,7 @@ def test_choose_tile_fits_the_budget(name, model):
             assert th * tw >= last[0] * last[1]
         last = th, tw
     # a narrow image gets full-width strips
-    th, tw = tiling.choose_tile(5000, 40, model=m, backend=be, max_memory=be.peak_bytes(m, 5000, 40) // 2)
+    th, tw = tiling.choose_tile(5000, 40, model=m, backend=be, max_bytes=be.peak_bytes(m, 5000, 40) // 2)
     assert tw == m.score_shape(5000, 40)[1] and th < m.score_shape(5000, 40)[0]
 
 
@@ -124,7 +124,7 @@ def test_caffe_tiles_stay_under_int_max():
     model counts such a tile as not fitting, whatever the budget."""
     be = backends.get("caffe")
     assert be.peak_bytes(CNN, 1100, 1100) > 1 << 60
-    th, tw = tiling.choose_tile(4000, 3000, model=CNN, backend=be, max_memory=1 << 50)
+    th, tw = tiling.choose_tile(4000, 3000, model=CNN, backend=be, max_bytes=1 << 50)
     sh, sw = CNN.score_shape(tiling.input_extent(th, 4000, model=CNN, backend=be),
                              tiling.input_extent(tw, 3000, model=CNN, backend=be))
     assert 512 * 64 * sh * sw <= be.INT_MAX
@@ -150,11 +150,11 @@ def test_caffe_folded_head_equals_the_twin(caffe, model, monkeypatch):
 
 def test_max_memory_tiles_and_keeps_scores(onnx_model):
     a, b = _pair(300, 260, seed=2)
-    whole = net.score_map(a, b, model=onnx_model, backend="onnx", max_memory=1 << 40)
+    whole = net.score_map(a, b, model=onnx_model, backend="onnx", max_bytes=1 << 40)
     be = backends.get("onnx")
     small = be.peak_bytes(CNN, 120, 120)
-    assert tiling.choose_tile(300, 260, model=CNN, backend=be, max_memory=small) < CNN.score_shape(300, 260)
-    assert np.abs(net.score_map(a, b, model=onnx_model, backend="onnx", max_memory=small) - whole).max() <= 1e-6
+    assert tiling.choose_tile(300, 260, model=CNN, backend=be, max_bytes=small) < CNN.score_shape(300, 260)
+    assert np.abs(net.score_map(a, b, model=onnx_model, backend="onnx", max_bytes=small) - whole).max() <= 1e-6
 
 
 # measured base of the peak-RSS check: the first score map loads the model and warms the allocator; what a second
@@ -176,7 +176,7 @@ def hwm():
 a = np.random.default_rng(0).random((800, 600), dtype=np.float32); b = a[::-1].copy()
 net.score_map(a[:64, :64], b[:64, :64], model={str(onnx_model)!r}, backend={backend!r})
 before = hwm()
-s = net.score_map(a, b, model={str(onnx_model)!r}, backend={backend!r}, max_memory=32 << 20)
+s = net.score_map(a, b, model={str(onnx_model)!r}, backend={backend!r}, max_bytes=32 << 20)
 print((hwm() - before) >> 20, s.shape)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=1200)
@@ -184,7 +184,7 @@ print((hwm() - before) >> 20, s.shape)
     grew = int(r.stdout.split()[0])
     be = backends.get(backend)
     whole = be.peak_bytes(CNN, 800, 600) >> 20
-    assert tiling.choose_tile(800, 600, model=CNN, backend=be, max_memory=32 << 20) < CNN.score_shape(800, 600)
+    assert tiling.choose_tile(800, 600, model=CNN, backend=be, max_bytes=32 << 20) < CNN.score_shape(800, 600)
     assert grew <= 32 + RSS_SLACK_MIB, f"peak RSS grew by {grew} MiB for a 32 MiB budget (whole image: {whole} MiB)"
 
 
@@ -194,10 +194,10 @@ def test_fuse_passes_max_memory(onnx_model):
     a, b = _pair(90, 70, seed=4)
     r1 = pyfusion.fuse([a, b], model=onnx_model, backend="onnx")
     r2 = pyfusion.fuse([a, b], model=onnx_model, backend="onnx",
-                       max_memory=backends.get("onnx").peak_bytes(CNN, 40, 40))
+                       max_memory=backends.get("onnx").peak_bytes(CNN, 40, 40) / 2**30)   # GB
     assert np.abs(r1.score_map - r2.score_map).max() <= 1e-6
     with pytest.raises(ValueError, match="not both"):
-        pyfusion.fuse([a, b], score_fn=lambda x, y: None, max_memory=1 << 30)
+        pyfusion.fuse([a, b], score_fn=lambda x, y: None, max_memory=1.0)
 
 
 def test_unknown_model_and_wrong_channels_are_refused(onnx_model):

@@ -36,7 +36,7 @@ def energy_fns():
 @pytest.mark.parametrize("levels,deep", [(1, "derive"), (3, "derive"), (1, "net")])
 def test_fusing_an_image_with_itself_returns_it(shape, levels, deep):
     x = np.random.default_rng(0).random(shape)
-    r = pyfusion.fuse([x, x, x], method="wavelet-cnn", score_fns=energy_fns(), levels=levels, deep=deep)
+    r = pyfusion.fuse([x, x, x], method="wavelet-cnn", score_fn=energy_fns(), levels=levels, deep=deep)
     assert r.fused.shape == x.shape and r.fused.dtype == x.dtype
     assert np.abs(r.fused - x).max() < 1e-12
 
@@ -44,7 +44,7 @@ def test_fusing_an_image_with_itself_returns_it(shape, levels, deep):
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_integer_sources_come_back_exactly(dtype):
     x = from_unit(np.random.default_rng(1).random((40, 56, 3)), dtype)
-    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(0.3, 0.8))
+    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fn=const_fns(0.3, 0.8))
     np.testing.assert_array_equal(r.fused, x)
 
 
@@ -52,7 +52,7 @@ def test_integer_sources_come_back_exactly(dtype):
 def test_constant_decisions_take_one_source(low, high):
     rng = np.random.default_rng(2)
     a, b = rng.random((48, 40)), rng.random((48, 40))
-    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=const_fns(low, high), levels=2)
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fn=const_fns(low, high), levels=2)
     np.testing.assert_allclose(r.fused, a if low else b, atol=1e-12)
 
 
@@ -60,7 +60,7 @@ def test_low_and_high_decisions_act_on_their_own_bands():
     """Low from A, high from B: the fused image is A's level-1 LL with B's details (Haar, written out here)."""
     rng = np.random.default_rng(3)
     a, b = rng.random((32, 36)), rng.random((32, 36))
-    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=const_fns(1.0, 0.0))
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fn=const_fns(1.0, 0.0))
 
     def blocks(x):  # the 2x2 block mean (LL) and the rest (details) of a Haar level
         m = 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
@@ -77,7 +77,7 @@ def test_synthetic_pair_beats_both_sources():
     left = np.zeros(sharp.shape, bool)
     left[:, :64] = True
     a, b = np.where(left, sharp, blur), np.where(left, blur, sharp)
-    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fns=energy_fns())
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", score_fn=energy_fns())
     err = lambda x: np.abs(x - sharp)[:, 8:-8].mean()   # noqa: E731
     assert err(r.fused) < 0.5 * min(err(a), err(b))
     assert r.high_decision_map[:, :24].mean() > 0.9 and r.high_decision_map[:, -24:].mean() < 0.1
@@ -85,17 +85,17 @@ def test_synthetic_pair_beats_both_sources():
 
 def test_maps_and_errors():
     x = np.random.default_rng(5).random((40, 40))
-    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns())
+    r = pyfusion.fuse([x, x], method="wavelet-cnn", score_fn=const_fns())
     assert set(r.maps) == set(wc.MAPS)
     assert r.low_decision_map.shape == (20, 20) and r.high_score_map.shape == HIGH.score_shape(20, 20)
     with pytest.raises(FusionInputError, match="smaller than 32x32"):
-        pyfusion.fuse([x[:31], x[:31]], method="wavelet-cnn", score_fns=const_fns())
+        pyfusion.fuse([x[:31], x[:31]], method="wavelet-cnn", score_fn=const_fns())
     with pytest.raises(ValueError, match="levels"):
-        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(), levels=0)
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fn=const_fns(), levels=0)
     with pytest.raises(ValueError, match="at least 64x64"):
-        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=const_fns(), levels=2, deep="net")
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fn=const_fns(), levels=2, deep="net")
     with pytest.raises(ValueError, match="shape"):
-        pyfusion.fuse([x, x], method="wavelet-cnn", score_fns=(lambda a, b: np.zeros((2, 2)), const_fns()[1]))
+        pyfusion.fuse([x, x], method="wavelet-cnn", score_fn=(lambda a, b: np.zeros((2, 2)), const_fns()[1]))
 
 
 def test_derive_decision_is_the_block_mean():
@@ -167,4 +167,4 @@ def test_shipped_band_nets_agree_on_every_backend(name, shared_data, caffe, wino
     small = backends.get("winograd").peak_bytes(models.get(name), 48, 48)
     for be in ("onnx", "winograd"):
         assert np.abs(net.score_map(a, b, model=name, backend=be) - ref).max() <= 1e-4, be
-        assert np.abs(net.score_map(a, b, model=name, backend=be, max_memory=small) - ref).max() <= 1e-4, be
+        assert np.abs(net.score_map(a, b, model=name, backend=be, max_bytes=small) - ref).max() <= 1e-4, be

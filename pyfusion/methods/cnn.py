@@ -37,9 +37,22 @@ from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STA
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
+from pyfusion.options import COMMON, CONSISTENCY, NET, Option, bool_flag, gb_to_bytes, replace, resolve
 from pyfusion.util import Stopwatch
 
-__all__ = ["fuse", "initial_fusion", "weighted_average", "STAGES", "MAPS"]
+__all__ = ["fuse", "initial_fusion", "weighted_average", "STAGES", "MAPS", "OPTIONS", "DESCRIPTION"]
+
+DESCRIPTION = "the siamese CNN of Liu et al. 2017 and its post-processing, as published"
+#: The options of ``method="cnn"``.
+OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, region_ratio={
+    "default": None, "help": "small-region removal area as a fraction of H*W (default 0.01 pairwise, the paper's; "
+    "0.003 in one pass over three or more frames)"}),
+    Option("series", bool_flag, None, "fuse three or more sources in series, as in the paper ((A + B) + C ...), "
+           "instead of in one pass"),
+    Option("score_fn", object, None, "score_fn(a, b) -> scores: a pair score function replacing the net", cli=False),
+    Option("frame_fn", object, None, "frame_fn(gray) -> scores: per-frame scores replacing the net in one pass",
+           cli=False),
+)
 
 #: Smallest source side: one patch of the net.
 MIN_SIZE = models.get("cnn").patch
@@ -88,11 +101,14 @@ def weighted_average(a: np.ndarray, b: np.ndarray, decision: np.ndarray) -> np.n
 
 
 def net_score_fn(model, backend, *, threads, max_memory, progress, gpu=None) -> Callable:
-    """``score(a, b)``: :func:`pyfusion.net.score_map` of a registered model with these options."""
+    """``score(a, b)``: :func:`pyfusion.net.score_map` of a registered model with these options (``max_memory``
+    in GB)."""
     from pyfusion import net  # imported lazily: needs a backend only when the real CNN runs
 
+    max_bytes = gb_to_bytes(max_memory)
+
     def score(a, b):
-        return net.score_map(a, b, model=model, backend=backend, threads=threads, gpu=gpu, max_memory=max_memory,
+        return net.score_map(a, b, model=model, backend=backend, threads=threads, gpu=gpu, max_bytes=max_bytes,
                              progress=progress)
 
     return score
@@ -159,10 +175,7 @@ def in_series(images, fuse_pair, stages) -> tuple:
     return current, maps, {k: timings[k] for k in stages}
 
 
-def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, progress=False,
-         score_fn: Callable | None = None, region_ratio: float | None = None, gf_radius: int = GF_RADIUS,
-         gf_eps: float = GF_EPS, threshold: float = THRESHOLD, series: bool | None = None,
-         frame_fn: Callable | None = None):
+def fuse(images, **options):
     """The CNN method on validated sources (one shape and dtype); see :func:`pyfusion.fuse` for the options.
 
     ``series``: None (default) fuses two sources pairwise and three or more in one pass
@@ -176,6 +189,10 @@ def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory
     (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
     over the pairs).
     """
+    o = resolve(OPTIONS, options)
+    model, backend, threads, gpu, progress = o.model, o.backend, o.threads, o.gpu, o.progress
+    score_fn, frame_fn, series, threshold, region_ratio = o.score_fn, o.frame_fn, o.series, o.threshold, o.region_ratio
+    gf_radius, gf_eps, max_memory = o.gf_radius, o.gf_eps, o.max_memory
     geometry = models.resolve(model)[0]   # the net's (the shipped cnn's with a score_fn or frame_fn)
     siamese = frame_fn is not None or geometry.branches == "siamese"
     one_pass = (len(images) >= 3 and score_fn is None and siamese) if series is None else not series
@@ -188,7 +205,7 @@ def fuse(images, *, model=None, backend=None, threads=None, gpu=None, max_memory
         from pyfusion.methods import stack
 
         return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
-                          max_memory=max_memory, progress=progress,
+                          max_bytes=gb_to_bytes(max_memory), progress=progress,
                           region_ratio=REGION_RATIO_STACK if region_ratio is None else region_ratio, gf_radius=gf_radius,
                           gf_eps=gf_eps)
     if frame_fn is not None:

@@ -38,6 +38,7 @@ from pyfusion.io import to_gray
 from pyfusion.methods.cnn import MIN_REASON, MIN_SIZE  # noqa: F401  (the sources' minimum size: cnn's)
 from pyfusion.methods.cnn import check_scores, in_series, initial_fusion, net_score_fn, weighted_average
 from pyfusion.refine import area_threshold, box_mean, box_sum, guided_filter, remove_small_regions
+from pyfusion.options import COMMON, CONSISTENCY, NET, Option, replace, resolve
 from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "boundary_band", "focus_measure", "refine_boundary", "transition", "STAGES", "MAPS",
@@ -48,6 +49,19 @@ BAND = 4
 FOCUS_RADIUS = 2
 POWER = None
 GF_RADIUS_PLUS = 2
+
+DESCRIPTION = ("not the paper: cnn's decision with the focus boundary re-decided by a local focus measure and a "
+               "narrow guided filter")
+#: The options of ``method="cnn-plus"`` (more than two sources: in series).
+OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, gf_radius={"default": GF_RADIUS_PLUS, "help": "radius of the "
+                                                            "guided filter of the transition (0: none)"}),
+           Option("band", int, BAND, "half-width in pixels of the boundary band re-decided by the focus measure "
+                  "(0: no refinement)", metavar="PX"),
+           Option("focus_radius", int, FOCUS_RADIUS, "radius of the local focus measure's window", metavar="R"),
+           Option("power", float, POWER, "soft weights fa^p / (fa^p + fb^p) in the band instead of a hard choice",
+                  metavar="P"),
+           Option("score_fn", object, None, "score_fn(a, b) -> scores: a pair score function replacing the net",
+                  cli=False))
 #: Keys of the timings besides ``"total"``, in pipeline order.
 STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map", "fused")
 #: The maps of the first pair (FusionResult attributes of the same names): ``cnn``'s first four, then the
@@ -120,15 +134,15 @@ def transition(refined, gray_a, gray_b, *, radius: int, eps: float, threads=None
     return guided_filter(initial_fusion(gray_a, gray_b, refined), refined, radius=radius, eps=eps, threads=threads)
 
 
-def _fuse_pair(a, b, score_fn, *, band, focus_radius, power, gf_radius, gf_eps, region_ratio, threshold, threads,
-               timings):
+def _fuse_pair(a, b, score_fn, *, geometry, band, focus_radius, power, gf_radius, gf_eps, region_ratio, threshold,
+               threads, timings):
     """Fuse two [0, 1] float64 images; return the float64 fused image and the maps."""
     tick = Stopwatch(timings)
     gray_a, gray_b = to_gray(a), to_gray(b)
     scores = check_scores(score_fn(gray_a.astype(np.float32), gray_b.astype(np.float32)),
-                          models.get("cnn").score_shape(*gray_a.shape))
+                          geometry.score_shape(*gray_a.shape))
     tick("score_map")
-    focus = focus_map(scores, gray_a.shape)
+    focus = focus_map(scores, gray_a.shape, patch=geometry.patch, stride=geometry.stride)
     tick("focus_map")
     binary = binary_map(focus, threshold=threshold)
     tick("binary_map")
@@ -143,17 +157,14 @@ def _fuse_pair(a, b, score_fn, *, band, focus_radius, power, gf_radius, gf_eps, 
     return fused, dict(zip(MAPS, (scores, focus, binary, cleaned, zone.astype(np.float64), refined, weight)))
 
 
-def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, progress=False,
-         score_fn: Callable | None = None, region_ratio: float = REGION_RATIO, threshold: float = THRESHOLD,
-         band: int = BAND, focus_radius: int = FOCUS_RADIUS, power: float | None = POWER,
-         gf_radius: int = GF_RADIUS_PLUS, gf_eps: float = GF_EPS):
+def fuse(images, **options):
     """cnn-plus on validated sources (one shape and dtype); see :func:`pyfusion.fuse` and the module docstring.
 
     Parameters
     ----------
     images : list of numpy.ndarray
         Two or more validated sources; more than two are fused in series.
-    model, backend, threads, max_memory, progress, score_fn
+    model, backend, threads, gpu, max_memory, progress, score_fn
         As for the ``cnn`` method (the net and its options, or ``score_fn(a, b) -> scores`` replacing it).
     region_ratio, threshold
         The paper's steps 4-5, as for ``cnn``.
@@ -169,14 +180,19 @@ def fuse(images, *, model=None, backend=None, threads=None, max_memory=None, pro
         ``(fused, maps, timings)``: the fused image in the sources' dtype, the first pair's :data:`MAPS` and the
         seconds per :data:`STAGES` (summed over the pairs).
     """
+    o = resolve(OPTIONS, options)
+    model, backend, threads, gpu, max_memory, progress, score_fn = (o.model, o.backend, o.threads, o.gpu,
+                                                                    o.max_memory, o.progress, o.score_fn)
+    band, focus_radius, power, gf_radius = o.band, o.focus_radius, o.power, o.gf_radius
     if band < 0 or focus_radius < 0 or gf_radius < 0:
         raise ValueError(f"band, focus_radius and gf_radius must be >= 0, got {band}, {focus_radius}, {gf_radius}")
     if power is not None and not power > 0:
         raise ValueError(f"power must be None or > 0, got {power}")
     if score_fn is None:
-        score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress)
+        score_fn = net_score_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
     elif model is not None or backend is not None or max_memory is not None:
         raise ValueError("give either score_fn or model/backend/max_memory, not both")
-    opts = dict(band=band, focus_radius=focus_radius, power=power, gf_radius=gf_radius, gf_eps=gf_eps,
-                region_ratio=region_ratio, threshold=threshold, threads=threads)
+    opts = dict(band=band, focus_radius=focus_radius, power=power, gf_radius=gf_radius, gf_eps=o.gf_eps,
+                region_ratio=o.region_ratio, threshold=o.threshold, threads=threads,
+                geometry=models.resolve(model)[0])
     return in_series(images, lambda a, b, timings: _fuse_pair(a, b, score_fn, timings=timings, **opts), STAGES)

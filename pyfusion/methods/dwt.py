@@ -43,6 +43,8 @@ import numpy as np
 import pywt
 
 from pyfusion.constants import RGB2GRAY
+from pyfusion.options import COMMON, Option, resolve
+from pyfusion.util import threads
 
 __all__ = [
     "fuse",
@@ -525,18 +527,22 @@ def _decision_to_pixels(dec_bands, shape, offset: int) -> np.ndarray:
     return np.take(np.take(d, iy, axis=0), ix, axis=1)
 
 
-def fuse_unit(
-    images,
-    *,
-    wavelet: str = DBSS22,
-    levels: int = 4,
-    mode: str = "reflect",
-    high_rule: str = "window_max_cv",
-    low_rule: str = "average",
-    window: int = 3,
-    colour: str = "per_channel",
-    scale: float = 255.0,
-) -> tuple[np.ndarray, dict]:
+DESCRIPTION = "the survey's DWT baseline: Rockinger's DBSS(2,2) transform, window-max selection with a consistency check"
+#: The options of ``method="dwt"`` (and of :func:`fuse_unit`); the defaults reproduce the survey's DWT images.
+OPTIONS = (*COMMON,
+           Option("wavelet", str, DBSS22, "the filter bank: dbss(2,2) (Rockinger's) or a PyWavelets name (db1, "
+                  "sym4, bior2.2, ...)", metavar="NAME"),
+           Option("levels", int, 4, "decomposition levels", metavar="N"),
+           Option("mode", str, "reflect", "signal extension (a PyWavelets mode name)", metavar="MODE"),
+           Option("high_rule", str, "window_max_cv", "detail coefficient rule", choices=tuple(HIGH_RULES)),
+           Option("low_rule", str, "average", "approximation band rule", choices=tuple(LOW_RULES)),
+           Option("window", int, 3, "odd window side of the windowed rules", metavar="K"),
+           Option("colour", str, "per_channel", "every channel on its own, or decisions on the gray image",
+                  choices=COLOUR_MODES),
+           Option("scale", float, 255.0, "the images are multiplied by it before the transform", metavar="S"))
+
+
+def fuse_unit(images, **options) -> tuple[np.ndarray, dict]:
     """Fuse N >= 2 registered images by selecting DWT detail coefficients and averaging the approximation.
 
     Parameters
@@ -571,13 +577,20 @@ def fuse_unit(
         The images are multiplied by ``scale`` before the transform and the result divided by it. Only the
         rounding of near-tie activity comparisons depends on it; 255 matches the MATLAB code, which works on
         0-255 doubles.
+    threads : int, optional
+        Threads over the bands and channels of the coefficient rules (default ``$PYFUSION_THREADS``, else every
+        core); the result does not depend on it.
+    progress : bool, optional
+        A progress bar over the levels on standard error.
+
+    The defaults are those of :data:`OPTIONS`.
 
     Returns
     -------
     fused : numpy.ndarray
         float64 array of the input shape, neither clipped nor rounded.
     maps : dict of str to numpy.ndarray
-        ``"decision"``: uint8 index of the source whose finest-level detail coefficients were chosen in the
+        ``"decision_map"``: uint8 index of the source whose finest-level detail coefficients were chosen in the
         majority of the three orientation bands, at pixel resolution; ``(H, W)``, or ``(H, W, C)`` for
         ``colour="per_channel"`` colour inputs.
 
@@ -597,6 +610,9 @@ def fuse_unit(
     .. [4] H. Li, B.S. Manjunath, S.K. Mitra, "Multisensor image fusion using the wavelet transform",
        Graphical Models and Image Processing 57 (3) (1995) 235-245.
     """
+    o = resolve(OPTIONS, options)
+    wavelet, levels, mode, high_rule, low_rule = o.wavelet, o.levels, o.mode, o.high_rule, o.low_rule
+    window, colour, scale = o.window, o.colour, o.scale
     imgs = _validate(images)
     if int(levels) != levels or levels < 1:
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
@@ -667,33 +683,36 @@ def fuse_unit(
 
     fused = [np.stack([low_fn(coeffs[0][:, c]) for c in range(nc)])]
     finest = []
-    for lev in range(1, levels + 1):
-        bands = []
-        level_dec = []
-        for b in range(3):
-            decs = [high_fn(decide_on[lev][b][:, c], **high_kw) for c in range(nd)]
-            level_dec.append(decs)
-            bands.append(
-                np.stack([take(coeffs[lev][b][:, c], decs[c if nd > 1 else 0]) for c in range(nc)])
-            )
-        fused.append(tuple(bands))
-        if lev == levels:
-            finest = level_dec
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=threads(o.threads)) as pool:
+        for lev in tqdm(range(1, levels + 1), desc="dwt levels", disable=not o.progress, leave=False):
+            # the decisions of the level's 3 bands x nd channels, each on its own (any order, same result)
+            flat = list(pool.map(lambda bc: high_fn(decide_on[lev][bc[0]][:, bc[1]], **high_kw),
+                                 [(b, c) for b in range(3) for c in range(nd)]))
+            level_dec = [flat[b * nd:(b + 1) * nd] for b in range(3)]
+            bands = [np.stack([take(coeffs[lev][b][:, c], level_dec[b][c if nd > 1 else 0]) for c in range(nc)])
+                     for b in range(3)]
+            fused.append(tuple(bands))
+            if lev == levels:
+                finest = level_dec
     out = rec(fused, shapes)[..., :h, :w] / scale  # (C, H, W); pywt may add a row/column on odd sizes
 
     dmap = np.stack([_decision_to_pixels([finest[b][c] for b in range(3)], (h, w), offset) for c in range(nd)])
     if len(shape) == 2:
-        return out[0], {"decision": dmap[0]}
+        return out[0], {"decision_map": dmap[0]}
     out = np.moveaxis(out, 0, -1)
     dmap = dmap[0] if nd == 1 else np.moveaxis(dmap, 0, -1)
-    return np.ascontiguousarray(out), {"decision": dmap}
+    return np.ascontiguousarray(out), {"decision_map": dmap}
 
 
 # ------------------------------------------------------------------------------- method interface (pyfusion.fuse)
 MIN_SIZE = 2
 MIN_REASON = "one sample per band"
 STAGES = ("fused",)
-MAPS = ("decision",)
+MAPS = ("decision_map",)
 
 
 def fuse(images, **options):

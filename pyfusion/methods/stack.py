@@ -33,7 +33,7 @@ Memory: the sources are the caller's arrays (read once each pass); besides them 
 full resolution whatever N: the running argmax (float64 best focus value + int32 label), the depth map, the
 guide, the weighted sum of the frames (float64, the sources' channels) and the sum of the weights, plus one
 frame's transient maps (its [0, 1] copy and grayscale, its score and focus maps, one guided-filter run). The
-trunk runs tiled under ``max_memory`` (:func:`pyfusion.net.frame_scores`). No frame's feature or focus maps are
+trunk runs tiled under ``max_bytes`` (:func:`pyfusion.net.frame_scores`). No frame's feature or focus maps are
 kept after its turn; each frame's [0, 1] and grayscale versions are recomputed in the passes that need them
 (three passes: labels; guide; weights and blend).
 
@@ -150,18 +150,18 @@ def _check_scores(s, expected, k: int) -> np.ndarray:
     return s.astype(np.float64)
 
 
-def _net_frame_fn(model, backend, *, threads, max_memory, progress, gpu=None) -> Callable:
+def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> Callable:
     from pyfusion import net  # imported lazily, as in the pairwise method
 
     def score(gray):
-        return net.frame_scores(gray, model=model, backend=backend, threads=threads, gpu=gpu, max_memory=max_memory,
+        return net.frame_scores(gray, model=model, backend=backend, threads=threads, gpu=gpu, max_bytes=max_bytes,
                                 progress=progress)
 
     return score
 
 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
-         max_memory=None,
+         max_bytes=None,
          progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
          patch: int | None = None, stride: int | None = None):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
@@ -173,7 +173,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     frame_fn : callable, optional
         ``frame_fn(gray) -> scores``: a frame's score map (float32 grayscale ``(H, W)`` in [0, 1] in, the net's
         score-map shape out, larger = sharper; any monotone scale). Default: :func:`pyfusion.net.frame_scores`
-        with ``model``, ``backend``, ``threads``, ``max_memory``, ``progress``.
+        with ``model``, ``backend``, ``threads``, ``max_bytes``, ``progress``.
     region_ratio, gf_radius, gf_eps
         As the pairwise method (8, 0.1 for the guided filter), except the small-region area: 0.003 H W
         (``constants.REGION_RATIO_STACK``) instead of the paper's 0.01, whose regions are those of a two-region map
@@ -191,9 +191,9 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     patch = m.patch if patch is None else patch
     stride = m.stride if stride is None else stride
     if frame_fn is None:
-        frame_fn = _net_frame_fn(model, backend, threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
-    elif model is not None or backend is not None or max_memory is not None:
-        raise ValueError("give either frame_fn or model/backend/max_memory, not both")
+        frame_fn = _net_frame_fn(model, backend, threads=threads, max_bytes=max_bytes, progress=progress, gpu=gpu)
+    elif model is not None or backend is not None or max_bytes is not None:
+        raise ValueError("give either frame_fn or model/backend/max_bytes, not both")
     n = len(images)
     if n < 2:
         raise ValueError(f"need two or more sources, got {n}")

@@ -16,7 +16,7 @@ Steps for one pair A, B (colour: decided on the grayscale, applied to every chan
    (the training scales, :data:`pyfusion.constants.BAND_SCALE`) -> two score maps at half resolution;
 3. each through :func:`pyfusion.methods.cnn.decision_maps` at half resolution, the guide being the initial fusion
    of the two sources' LL1 block means; the small-region threshold is the same fraction of the band's area, the
-   guided filter radius is ``gf_radius // 2`` at the band's resolution (default 1: :data:`GF_RADIUS_BANDS`);
+   guided filter radius ``gf_radius`` is in the band's pixels (default 1: :data:`GF_RADIUS_BANDS`);
 4. deeper levels (``levels > 1``): their high bands take the level-1 high decision averaged over 2x2 blocks per
    level (:func:`derive_decision`, ``deep="derive"``), or the high net run on that level's bands
    (``deep="net"``); the deepest LL takes the low decision averaged the same way;
@@ -43,20 +43,39 @@ from pyfusion import models
 from pyfusion.constants import BAND_SCALE, GF_EPS, REGION_RATIO, THRESHOLD
 from pyfusion.io import to_gray
 from pyfusion.methods.cnn import check_scores, decision_maps, in_series, net_score_fn
+from pyfusion.options import COMMON, CONSISTENCY, NET, Option, pair, replace, resolve
 from pyfusion.util import Stopwatch
 
-__all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "WAVELET", "MAPS"]
+__all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "WAVELET", "MAPS", "OPTIONS",
+           "DESCRIPTION"]
 
 WAVELET = "haar"      # the training recipe's wavelet (pyfusion.models: recipe "wavelet")
 MODE = "periodization"
 #: Smallest source side: one 16x16 patch of the level-1 bands.
 MIN_SIZE = 2 * models.get("wavelet_low").patch
 MIN_REASON = f"one {MIN_SIZE // 2}x{MIN_SIZE // 2} band patch of the wavelet nets"
-#: Guided filter radius in image pixels (1 at the bands' resolution): chosen on the synthetic tuning set
-#: (`tools/groundtruth.py --start 50 --seed 1`, docs/wavelet_tuning.md) among 2, 4 and 8.
-GF_RADIUS_BANDS = 2
+#: Guided filter radius at the level-1 bands' resolution (2 image pixels): chosen on the synthetic tuning set
+#: (`python -m fusionlab groundtruth --start 50 --seed 1`, docs/wavelet_tuning.md) among 1, 2 and 4.
+GF_RADIUS_BANDS = 1
 STAGES = ("dwt", "score_map", "decision_map", "fused")
 MAPS = ("low_score_map", "low_decision_map", "high_score_map", "high_decision_map")
+#: The two band nets of the shipped method.
+MODELS = ("wavelet_low", "wavelet_high")
+
+DESCRIPTION = "Haar DWT; a CNN per sub-band (LL; LH/HL/HH) with the paper's consistency steps; inverse DWT"
+#: The options of ``method="wavelet-cnn"``.
+OPTIONS = (*COMMON, *replace(NET, model={
+    "type": pair, "default": MODELS, "metavar": "LOW,HIGH",
+    "help": "the low-band and the high-band net: registered names or weights files, LOW,HIGH"}),
+    *replace(CONSISTENCY, gf_radius={"default": GF_RADIUS_BANDS, "help": "guided filter radius in pixels of the "
+                                     "level-1 bands (half the image's)"}),
+    Option("levels", int, 1, "DWT levels (1: the level the nets were trained on)", metavar="N"),
+    Option("deep", str, "derive", "weights of levels 2..: the level-1 decision averaged, or the high net run on "
+           "the level", choices=("derive", "net")),
+    Option("bands", str, "separate", "each band's weights from its own net, or one map from the mean of both nets' "
+           "scores", choices=("separate", "joint")),
+    Option("score_fn", object, None, "(low_fn, high_fn): pair score functions replacing the two nets", cli=False),
+)
 
 
 def dwt(x: np.ndarray, levels: int) -> list:
@@ -91,21 +110,20 @@ def _stack(bands) -> np.ndarray:
     return np.stack(bands, axis=-1)
 
 
-def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, **steps):
+def _fuse_pair(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, threads, timings, **steps):
     tick = Stopwatch(timings)
     ga, gb = to_gray(a), to_gray(b)
     da1, db1 = dwt(ga, 1), dwt(gb, 1)            # level 1 (the bands the nets were trained on)
     tick("dwt")
     s_low, s_high = BAND_SCALE["low"], BAND_SCALE["high"]
     low_a, low_b = da1[0] * s_low, db1[0] * s_low
-    m_low, m_high = models.get("wavelet_low"), models.get("wavelet_high")
     scores_low = check_scores(low_fn(low_a.astype(np.float32), low_b.astype(np.float32)),
                               m_low.score_shape(*low_a.shape))
     scores_high = check_scores(high_fn((_stack(da1[1]) * s_high).astype(np.float32),
                                        (_stack(db1[1]) * s_high).astype(np.float32)),
                                m_high.score_shape(*low_a.shape))
     tick("score_map")
-    band_steps = dict(steps, gf_radius=max(1, steps["gf_radius"] // 2))
+    band_steps = dict(steps, patch=m_low.patch, stride=m_low.stride)
     if bands == "joint":      # one decision for every band, from the mean of the two nets' scores
         low = high = decision_maps(0.5 * (scores_low + scores_high), low_a, low_b, threads=threads, **band_steps)
     else:
@@ -143,18 +161,16 @@ def _fuse_pair(a, b, low_fn, high_fn, *, levels, deep, bands, threads, timings, 
     return fused, maps
 
 
-def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=None, threads=None, gpu=None,
-         max_memory=None, progress=False, levels: int = 1, deep: str = "derive", bands: str = "separate",
-         score_fns: tuple[Callable, Callable] | None = None, region_ratio: float = REGION_RATIO,
-         gf_radius: int = GF_RADIUS_BANDS, gf_eps: float = GF_EPS, threshold: float = THRESHOLD):
+def fuse(images, **options):
     """The wavelet-domain CNN on validated sources (one shape and dtype); see :func:`pyfusion.fuse`.
 
     Parameters
     ----------
     images : list of numpy.ndarray
         Validated sources, H, W >= 32.
-    model_low, model_high : str or path, keyword-only
-        The band nets (registered names or weights files of them).
+    model : (str or path, str or path) or "LOW,HIGH"
+        The low-band and the high-band net (registered names or weights files of them; default
+        :data:`MODELS`).
     backend, threads, gpu, max_memory, progress
         As for the ``cnn`` method (:func:`pyfusion.net.score_map`).
     levels : int, keyword-only
@@ -164,13 +180,13 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
     bands : {"separate", "joint"}, keyword-only
         ``"separate"``: each band's weights from its own net (the method as published); ``"joint"``: one weight
         map for all bands from the mean of the two nets' score maps.
-    score_fns : (callable, callable), keyword-only
+    score_fn : (callable, callable), keyword-only
         ``(low_fn, high_fn)`` replacing the nets: ``low_fn(a, b)`` on (h, w) LL bands, ``high_fn(a, b)`` on
         (h, w, 3) high bands, each returning the band net's score map.
     region_ratio, gf_radius, gf_eps, threshold
-        The paper's consistency steps. ``gf_radius`` is in image pixels and halved at the band's resolution;
-        its default, 2 (radius 1 on the bands), was chosen on the project's synthetic tuning set (docs/wavelet.md),
-        where the paper's 8 (4 on the bands) loses 1.4 dB.
+        The paper's consistency steps. ``gf_radius`` is in pixels of the level-1 bands (half the image's); its
+        default, 1, was chosen on the project's synthetic tuning set (docs/wavelet.md), where the paper's 8 image
+        pixels (4 on the bands) lose 1.4 dB.
 
     Returns
     -------
@@ -178,6 +194,11 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
         ``(fused, maps, timings)``: the fused image in the sources' dtype, the first pair's :data:`MAPS` and the
         seconds per :data:`STAGES`.
     """
+    o = resolve(OPTIONS, options)
+    levels, deep, bands, threads, score_fns = o.levels, o.deep, o.bands, o.threads, o.score_fn
+    model = pair(o.model) if isinstance(o.model, str) else tuple(o.model)
+    if len(model) != 2:
+        raise ValueError(f"model must be two nets (low, high), got {o.model!r}")
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     if deep not in ("derive", "net"):
@@ -185,11 +206,15 @@ def fuse(images, *, model_low="wavelet_low", model_high="wavelet_high", backend=
     if bands not in ("separate", "joint"):
         raise ValueError(f"bands must be 'separate' or 'joint', got {bands!r}")
     if score_fns is None:
-        kw = dict(threads=threads, max_memory=max_memory, progress=progress, gpu=gpu)
-        score_fns = (net_score_fn(model_low, backend, **kw), net_score_fn(model_high, backend, **kw))
+        kw = dict(threads=threads, max_memory=o.max_memory, progress=o.progress, gpu=o.gpu)
+        score_fns = (net_score_fn(model[0], o.backend, **kw), net_score_fn(model[1], o.backend, **kw))
+    elif o.backend is not None or o.max_memory is not None or "model" in options:
+        raise ValueError("give either score_fn or model/backend/max_memory, not both")
+    m_low, m_high = models.resolve(model[0])[0], models.resolve(model[1])[0]
     min_side = MIN_SIZE * 2 ** (levels - 1) if deep == "net" else MIN_SIZE
     if min(images[0].shape[:2]) < min_side:
         raise ValueError(f"{levels} levels with deep={deep!r} need sources of at least {min_side}x{min_side}")
-    steps = dict(region_ratio=region_ratio, gf_radius=gf_radius, gf_eps=gf_eps, threshold=threshold)
-    return in_series(images, lambda a, b, timings: _fuse_pair(a, b, *score_fns, levels=levels, deep=deep, bands=bands,
-                                                              threads=threads, timings=timings, **steps), STAGES)
+    steps = dict(region_ratio=o.region_ratio, gf_radius=o.gf_radius, gf_eps=o.gf_eps, threshold=o.threshold)
+    return in_series(images, lambda a, b, timings: _fuse_pair(a, b, *score_fns, m_low=m_low, m_high=m_high,
+                                                              levels=levels, deep=deep, bands=bands, threads=threads,
+                                                              timings=timings, **steps), STAGES)

@@ -105,7 +105,7 @@ def child(args) -> int:
     imgs = [read_image(p) for p in args.inputs]
     stages["read"], peaks["read"] = time.perf_counter() - t, _hwm()
     h, w = imgs[0].shape[:2]
-    tile = tiling.choose_tile(h, w, model=spec, backend=be, max_memory=max_memory)
+    tile = tiling.choose_tile(h, w, model=spec, backend=be, max_bytes=max_memory)
     box = {}
 
     def score_fn(a, b):
@@ -113,7 +113,7 @@ def child(args) -> int:
         box["prep"], box["prep_peak"] = t0 - box["fuse_start"], _hwm()
         _hwm_reset()
         t0 = time.perf_counter()
-        s = net.score_map(a, b, model=model, backend=args.backend, max_memory=max_memory)
+        s = net.score_map(a, b, model=model, backend=args.backend, max_bytes=max_memory)
         box["score"], box["score_peak"] = time.perf_counter() - t0, _hwm()
         _hwm_reset()
         box["post_start"] = time.perf_counter()

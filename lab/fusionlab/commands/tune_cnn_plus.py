@@ -145,8 +145,7 @@ def main(argv=None):
     results = store.setdefault(key, {})
     memo_phase_congruency()
     cache = Path(args.cache)
-    fns = {"score_fn": cached("cnn", cache),
-           "score_fns": (cached("wavelet_low", cache), cached("wavelet_high", cache))}
+    fns = {"cnn": cached("cnn", cache), "wavelet-cnn": (cached("wavelet_low", cache), cached("wavelet_high", cache))}
     photos = sorted(Path(args.photos).glob("*.jpg"))
     for k, p in enumerate(synthetic.benchmark_pairs(photos, count=args.count, seed=args.seed, start=args.start)):
         if k < args.skip:
@@ -198,12 +197,13 @@ def fuse_candidate(spec: str, pair, fns: dict) -> np.ndarray:
     opts = parse_method(spec)
     if opts["method"] == "mix":
         delta = float(opts.pop("delta"))
-        res = pyfusion.fuse([pair.a, pair.b], method="cnn-plus", score_fn=fns["score_fn"])
+        res = pyfusion.fuse([pair.a, pair.b], method="cnn-plus", score_fn=fns["cnn"])
         weight = delta + (1.0 - 2.0 * delta) * res.decision_map
         fused = weighted_average(to_unit(pair.a), to_unit(pair.b), weight)
         return from_unit(fused, pair.a.dtype)
     takes = method_takes(opts["method"])
-    return pyfusion.fuse([pair.a, pair.b], **opts, **{k: v for k, v in fns.items() if k in takes}).fused
+    score_fn = fns["wavelet-cnn" if opts["method"] == "wavelet-cnn" else "cnn"]
+    return pyfusion.fuse([pair.a, pair.b], **opts, **({"score_fn": score_fn} if "score_fn" in takes else {})).fused
 
 
 def _better(x: float, y: float, metric: str) -> bool:
