@@ -29,7 +29,7 @@ TRAIN_ARGS ?= --base-lr 1e-3 --max-iter 12000 --val-interval 500 --drop-patience
 endif
 GPU_ARG := $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: setup venv caffe demo dataset train export evaluate test bench reproduce ablations clean
+.PHONY: setup venv caffe demo dataset train export evaluate test test-fast bench reproduce ablations clean
 
 setup: venv caffe
 
@@ -62,6 +62,10 @@ evaluate: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the daily suite: no Caffe, no training, no GPU, no slow tests (tests marked caffe, slow or gpu are left out)
+test-fast: venv
+	$(PY) -m pytest -q -m "not caffe and not slow and not gpu"
 
 bench: setup
 	$(PY) tools/benchmark.py --out docs/benchmarks.md
