@@ -1,10 +1,27 @@
 """The model registry: every deploy net pyfusion can train, export and run, by name.
 
 A registered model is its geometry (input channels, patch, stride, head), its branch layout, the training-data
-recipe it learns from, and its files: ``prototxt/NAME_train_val.prototxt`` / ``NAME_deploy.prototxt`` (written by
-:mod:`fusionlab.netspec` from this entry; ``tools/make_prototxt.py``), ``models/FILES.caffemodel`` (Caffe
-weights), ``models/FILES.onnx`` (the folded twin: ONNX Runtime and the winograd backend) and a side-car
-``<file>.json`` beside each, whose sha256 is checked before a file is used (:func:`check_file`).
+recipe it learns from, and its files: ``NAME_train_val.prototxt`` / ``NAME_deploy.prototxt`` (written by
+:mod:`fusionlab.netspec` from this entry; ``tools/make_prototxt.py``), ``FILES.caffemodel`` (Caffe weights),
+``FILES.onnx`` (the folded twin: the onnx, winograd and torch backends) and a side-car ``<file>.json`` beside each,
+whose sha256 is checked before a file is used (:func:`check_file`).
+
+Where the files are found, in this order:
+
+* ``model="/path/x.onnx"`` (or ``.caffemodel``): that file; its net is the one its side-car names, its twin the
+  file beside it (:func:`resolve`).
+* The ONNX file of a registered name: ``pyfusion/weights/FILES.onnx`` (package data: the wheel ships ``cnn``,
+  ``wavelet_low`` and ``wavelet_high``), then ``$PYFUSION_MODELS/FILES.onnx``, then the checkout's
+  ``models/FILES.onnx`` when the library runs from a repository checkout (:func:`pyfusion.util.checkout`).
+  The shipped files come first, so no environment variable changes what a shipped name computes; other weights
+  for a shipped net are passed by path.
+* The Caffe files of a registered name (``FILES.caffemodel``, the prototxt): ``$PYFUSION_MODELS/``, then the
+  checkout's ``models/`` and ``prototxt/``. A wheel ships none of them: they live in the repository.
+
+``$PYFUSION_MODELS`` is a folder laid out like the repository's ``models/`` (``FILES.onnx``, ``FILES.caffemodel``
+and their side-cars, e.g. ``ablation/cnn_blur3.onnx``), optionally with the ``NAME_*.prototxt`` files. A
+:class:`Model` with ``root`` set keeps all of its files in ``root/models`` and ``root/prototxt``.
+:func:`available` lists every registered model with its ONNX file and whether that file matches its side-car.
 
 Registering a new net is one :class:`Model` entry in :data:`MODELS` plus ``python tools/make_prototxt.py``;
 backends, tiling, the memory model, ``tools/make_dataset.py``, ``tools/train.py`` and ``tools/export.py`` read
@@ -22,14 +39,22 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
+from . import util
 from .constants import BLUR_LEVELS, PATCH, STRIDE
-from .util import ROOT, sha256_file
+from .util import sha256_file
 
-__all__ = ["Model", "MODELS", "ModelError", "get", "check_file", "require_siamese", "DEFAULT"]
+__all__ = ["Model", "MODELS", "ModelError", "ModelInfo", "get", "available", "check_file", "require_siamese",
+           "DEFAULT", "WEIGHTS", "MODELS_ENV"]
 
-PROTOTXT = ROOT / "prototxt"
 DEFAULT = "cnn"
+#: Package data: the shipped ONNX files and their side-cars.
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: Environment variable naming a folder of model files laid out like the repository's ``models/``.
+MODELS_ENV = "PYFUSION_MODELS"
+#: The checkout's ``prototxt/`` folder (the solver), None in an installed copy.
+PROTOTXT = util.checkout() / "prototxt" if util.checkout() else None
 
 #: Trunk of every net ([1]_ Fig. 2): conv 3x3/1 pad 1 -> ReLU -> conv 3x3/1 pad 1 -> ReLU -> max pool 2x2/2 ->
 #: conv 3x3/1 pad 1 -> ReLU, with these output channels.
@@ -50,7 +75,7 @@ class Model:
     name : str
         Registry key (``score_map(model=NAME)``, ``tools/train.py --net NAME``).
     files : str
-        Stem of the weights in ``models/`` (``FILES.caffemodel``, ``FILES.onnx``).
+        Stem of the weights, relative to a models folder (``FILES.caffemodel``, ``FILES.onnx``).
     in_channels : int
         Channels of each source (1: grayscale; 3: the wavelet LH, HL, HH bands).
     patch : int
@@ -70,8 +95,8 @@ class Model:
     about : str
         One line for model cards and ``--help``.
     root : Path, optional
-        Folder holding its ``prototxt/`` and ``models/`` (default: the repository; tests register toy models
-        elsewhere).
+        Folder holding its ``prototxt/`` and ``models/`` (default: looked up as the module docstring says; tests
+        register toy models elsewhere).
     """
 
     name: str
@@ -98,19 +123,30 @@ class Model:
 
     @property
     def train_val(self) -> Path:
-        return (self.root or ROOT) / "prototxt" / f"{self.name}_train_val.prototxt"
+        return self._file("prototxt", f"{self.name}_train_val.prototxt")
 
     @property
     def deploy(self) -> Path:
-        return (self.root or ROOT) / "prototxt" / f"{self.name}_deploy.prototxt"
+        return self._file("prototxt", f"{self.name}_deploy.prototxt")
 
     @property
     def caffemodel(self) -> Path:
-        return (self.root or ROOT) / "models" / f"{self.files}.caffemodel"
+        return self._file("models", f"{self.files}.caffemodel")
 
     @property
     def onnx(self) -> Path:
-        return (self.root or ROOT) / "models" / f"{self.files}.onnx"
+        return self._file("models", f"{self.files}.onnx", (WEIGHTS,))
+
+    def _file(self, kind: str, name: str, first: tuple[Path, ...] = ()) -> Path:
+        """``name`` in the first of ``first``, ``$PYFUSION_MODELS`` and the checkout's ``kind`` folder that holds
+        it; none holding it: in the last of them (where a new file goes), or in :data:`WEIGHTS` when there are none
+        (an installed copy without ``$PYFUSION_MODELS``: :func:`check_file` then says where the file lives)."""
+        if self.root is not None:
+            return self.root / kind / name
+        env = os.environ.get(MODELS_ENV, "").strip()
+        root = util.checkout()
+        folders = [*first, *([Path(env).expanduser()] if env else []), *([root / kind] if root else [])]
+        return next((d / name for d in folders if (d / name).is_file()), (folders[-1] if folders else WEIGHTS) / name)
 
     @property
     def data_top(self) -> str:
@@ -187,7 +223,10 @@ def check_file(path, *, required_side_car: bool = False) -> Path:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
+        where = "" if util.checkout() or not is_registered_file(path) else (
+            f" (an installed pyfusion ships the ONNX files in {WEIGHTS}; the Caffe files and the other nets live in "
+            f"the repository's models/ and prototxt/: run from a checkout or set {MODELS_ENV} to a folder of them)")
+        raise ModelError(f"model file not found: {path}{where}")
     meta = side_car(path)
     if not meta and required_side_car:
         raise ModelError(f"model side-car missing: {path}.json")
@@ -215,7 +254,9 @@ def resolve(model=None) -> tuple[Model, Path, Path]:
     """``(Model, caffemodel, onnx)`` for a registered name (or Model), or for a weights file of one.
 
     A path (``.caffemodel`` or ``.onnx``) takes its net from its side-car's ``"net"`` entry (default ``"cnn"``);
-    the twin file is the one beside it (for an ``.onnx``, the ``source_caffemodel`` its side-car names).
+    the twin file is the one beside it (for an ``.onnx``, the ``source_caffemodel`` its side-car names), else, for
+    the file of a registered model, that model's twin (the shipped ONNX files are package data, their caffemodels
+    are in the repository).
     """
     if model is None or isinstance(model, Model) or (isinstance(model, str) and model in MODELS):
         m = get(model)
@@ -228,11 +269,48 @@ def resolve(model=None) -> tuple[Model, Path, Path]:
     m = get(meta.get("net", DEFAULT))
     if path.suffix == ".onnx":
         name = meta.get("source_caffemodel")
-        return m, path.with_name(name) if name else path.with_suffix(".caffemodel"), path
-    return m, path, path.with_suffix(".onnx")
+        beside = path.with_name(name) if name else path.with_suffix(".caffemodel")
+        return m, _twin(path, beside, m.onnx, m.caffemodel), path
+    return m, path, _twin(path, path.with_suffix(".onnx"), m.caffemodel, m.onnx)
+
+
+def _twin(path: Path, beside: Path, registered: Path, registered_twin: Path) -> Path:
+    """The twin of ``path``: ``beside`` if it exists; else ``registered_twin`` when ``path`` is ``registered``."""
+    return beside if beside.is_file() or path.resolve() != registered.resolve() else registered_twin
 
 
 def is_registered_file(path) -> bool:
     """Whether ``path`` is the caffemodel or ONNX file of a registered model (those must have a side-car)."""
     p = Path(path).resolve()
     return any(p in (m.caffemodel.resolve(), m.onnx.resolve()) for m in MODELS.values())
+
+
+class ModelInfo(NamedTuple):
+    """One registered model as :func:`available` reports it."""
+
+    name: str
+    about: str
+    #: Its ONNX file (package data, ``$PYFUSION_MODELS`` or the checkout's ``models/``); None where there is none.
+    onnx: Path | None
+    #: Hex sha256 of that file; None without a file.
+    sha256: str | None
+    #: Whether the file is present and its sha256 is the one its side-car records.
+    ok: bool
+
+
+def available() -> list[ModelInfo]:
+    """Every registered model with its ONNX file (for ``pyfusion info``).
+
+    Returns
+    -------
+    list of ModelInfo
+        In registry order, one ``ModelInfo(name, about, onnx, sha256, ok)`` per model: ``onnx`` the path the
+        registry resolves (None where no such file exists), ``sha256`` its hex digest (None without a file),
+        ``ok`` True when the file exists and matches the sha256 of its side-car ``<file>.json``.
+    """
+    out = []
+    for m in MODELS.values():
+        path = m.onnx if m.onnx.is_file() else None
+        digest = file_sha256(path) if path else None
+        out.append(ModelInfo(m.name, m.about, path, digest, bool(digest) and side_car(path).get("sha256") == digest))
+    return out

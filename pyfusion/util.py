@@ -1,4 +1,4 @@
-"""Small helpers with one job each: the repository root, file hashing, thread counts, available memory."""
+"""Small helpers with one job each: the repository checkout (if any), file hashing, thread counts, available memory."""
 from __future__ import annotations
 
 import hashlib
@@ -6,9 +6,16 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["ROOT", "sha256_file", "cores", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
+__all__ = ["checkout", "sha256_file", "cores", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def checkout() -> Path | None:
+    """The repository checkout this library runs from (the folder holding ``pyfusion/``, ``pyproject.toml`` and
+    ``prototxt/``), or None for an installed copy (a wheel in site-packages)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "prototxt").is_dir() else None
+
+
 #: Environment variable with the default number of threads of every backend and filter.
 THREADS_ENV = "PYFUSION_THREADS"
 
