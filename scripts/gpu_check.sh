@@ -66,10 +66,10 @@ for w in "$DEPS"/wheels/*.whl; do
   mod=$(basename "$w" | cut -d- -f1 | tr 'A-Z' 'a-z'); mod=${mod/pywavelets/pywt}; mod=${mod/protobuf/google.protobuf}
   "$VPY" -c "import $mod" 2>/dev/null || "$VPY" -m pip install -q --no-index --no-deps "$w"
 done
-if ! "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"; then
-  say "pip install -e . failed: pyfusion from PYTHONPATH, its C kernels built in place"
+if ! "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" -e "$ROOT/lab"; then
+  say "pip install -e . -e lab failed: pyfusion and fusionlab from PYTHONPATH, the C kernels built in place"
   (cd "$ROOT" && "$VPY" setup.py -q build_ext --inplace) || say "no winograd C kernels (the tests use onnx)"
-  export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$ROOT:$ROOT/lab${PYTHONPATH:+:$PYTHONPATH}
 fi
 CUDA=${GPU_CHECK_CUDA:-1}
 BUILD=$ROOT/build/caffe$([ "$CUDA" = 1 ] && echo -cuda)
@@ -83,8 +83,8 @@ fi
 
 # 4. figures, GPU tests --------------------------------------------------------------------------------------------
 export GLOG_minloglevel=2
-"$VPY" "$ROOT/tools/gpu_check.py" --out "$OUT" --gpu 0 --caffe-tool "$TOOL" --doc "$OUT/benchmarks_gpu.md" \
-  || say "tools/gpu_check.py failed"
+"$VPY" -m fusionlab gpu-check --out "$OUT" --gpu 0 --caffe-tool "$TOOL" --doc "$OUT/benchmarks_gpu.md" \
+  || say "fusionlab gpu-check failed"
 # with CUDA the GPU tests must run: PYFUSION_REQUIRE_GPU=1 turns their skips (no CUDA pycaffe, no device) into failures
 (cd "$ROOT" && PYFUSION_REQUIRE_GPU=$CUDA "$VPY" -m pytest -q -m gpu -rs -p no:cacheprovider tests) | tee "$OUT/pytest_gpu.txt"
 rc=${PIPESTATUS[0]}

@@ -45,8 +45,8 @@ def get(name: str):
 def default_backend(model=None, *, gpu=None) -> str:
     """The fastest backend that can run ``model`` here.
 
-    ``gpu`` given: ``"torch"`` when the model's ONNX twin exists and torch imports with CUDA (the folded head, and
-    Caffe's GPU build does not work yet), else ``"caffe"`` (its GPU mode). Otherwise, when the model's ONNX twin
+    ``gpu`` given: ``"torch"`` when the model's ONNX twin exists and torch imports with CUDA (the folded head), else
+    ``"caffe"`` (its GPU mode). Otherwise, when the model's ONNX twin
     exists: ``"onnx"`` if ONNX Runtime has a CUDA provider, else ``"winograd"`` if its C kernels are built, else
     ``"onnx"`` if onnxruntime imports. Else ``"caffe"``. Never ``"torch"`` without a GPU, nor where torch does not
     import (torch is imported only when ``gpu`` is given and it is installed).
