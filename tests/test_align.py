@@ -233,16 +233,17 @@ def test_unknown_interpolation_is_a_value_error(photo):
         pyfusion.fuse(frames, method="dwt", align={"interpolation": "area"})
 
 
-def test_fuse_cli_align_interp_needs_align(tmp_path, capsys):
-    import sys
-    from pathlib import Path
+def test_fuse_cli_align_interp_needs_align(tmp_path, capsys, photo):
+    from pyfusion.cli import main
+    from pyfusion.io import read_image, write_image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    import fuse as fuse_tool
-
-    with pytest.raises(SystemExit):
-        fuse_tool.parse_args(["a.png", "b.png", "-o", str(tmp_path / "o.png"), "--align-interp", "linear"])
-    assert "--align-interp" in capsys.readouterr().err
-    args = fuse_tool.parse_args(["a.png", "b.png", "-o", str(tmp_path / "o.png"), "--align", "--align-interp",
-                                 "linear"])
-    assert args.align_interp == "linear"
+    frames, _ = synthetic_stack(photo, motions=MOTIONS[1:3], blurred=(), half_blurred=())
+    paths = [str(write_image(tmp_path / f"f{k}.png", f)) for k, f in enumerate(frames)]
+    out = tmp_path / "o.png"
+    assert main(["fuse", *paths, "-o", str(out), "--method", "dwt", "--align-interp", "linear"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyfusion fuse: error: ") and "--align-interp" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert main(["fuse", *paths, "-o", str(out), "--method", "dwt", "--align", "--align-interp", "linear"]) == 0
+    np.testing.assert_array_equal(read_image(out), pyfusion.fuse(frames, method="dwt", align={
+        "interpolation": "linear"}).fused)

@@ -1,4 +1,4 @@
-"""Batches of stacks on Dask (pyfusion.batch, tools/batch.py): failures recorded, resume, an external scheduler."""
+"""Batches of stacks on Dask (pyfusion.batch, ``pyfusion batch``): failures recorded, resume, an external scheduler."""
 import csv
 import json
 import os
@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from pyfusion.batch import BatchError, find_stacks, plan_workers
+from pyfusion.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import batch as batch_cli  # noqa: E402
+
+
+def batch(args) -> int:
+    return main(["batch", *args])
 
 N_STACKS = 10
 BROKEN = "stack_07"
@@ -70,12 +73,12 @@ def test_batch_records_the_broken_stack_and_resumes(tmp_path, capsys):
     src = make_stacks(tmp_path / "in")
     out = tmp_path / "out"
     args = [str(src), str(out), "--method", "dwt", "--workers", "2", "--no-progress"]
-    assert batch_cli.main(args) == 1
+    assert batch(args) == 1
     check_first_run(out)
     assert f"failed {BROKEN}" in capsys.readouterr().err
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     # second run: the 9 finished stacks are skipped, the broken one is tried (and fails) again
-    assert batch_cli.main(args) == 1
+    assert batch(args) == 1
     rows, _ = read_summary(out)
     assert sorted(n for n, r in rows.items() if r["resumed"]) == sorted(n for n in rows if n != BROKEN)
     assert rows[BROKEN]["status"] == "failed" and not rows[BROKEN]["resumed"]
@@ -83,7 +86,7 @@ def test_batch_records_the_broken_stack_and_resumes(tmp_path, capsys):
     assert "0 fused, 9 already done, 1 failed" in capsys.readouterr().err
     # a stack whose output went missing (an interrupted run) is fused again; the others stay done
     (out / "stack_03.png").unlink()
-    assert batch_cli.main(args) == 1
+    assert batch(args) == 1
     rows, _ = read_summary(out)
     assert rows["stack_03"]["status"] == "ok" and not rows["stack_03"]["resumed"]
     assert (out / "stack_03.png").is_file()
@@ -105,9 +108,20 @@ def test_usage_errors_exit_2(tmp_path, capsys, make, what):
     src = tmp_path / "in"
     if make == "empty":
         src.mkdir()
-    assert batch_cli.main([str(src), str(tmp_path / "out"), "--method", "dwt", "--no-progress"]) == 2
+    assert batch([str(src), str(tmp_path / "out"), "--method", "dwt", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("batch: error: ") and what in err and err.count("\n") == 1
+    assert err.startswith("pyfusion batch: error: ") and what in err and err.count("\n") == 1
+
+
+def test_an_option_the_method_does_not_take_exits_2(tmp_path, capsys):
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--method", "dwt", "--no-progress"]
+    assert batch(args + ["--model", "cnn"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyfusion batch: error: method 'dwt' takes no option 'model'; its options: ") and \
+        err.count("\n") == 1
+    assert batch(args + ["--levels", "x"]) == 2
+    assert "--levels 'x': expected int" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_workers_times_threads_never_exceed_cores():
@@ -174,10 +188,10 @@ def test_batch_through_an_external_scheduler(tmp_path):
             assert len(listening) >= 3 and all(a.startswith("127.0.0.1:") for a in listening), listening
             print("listening:", listening)
             args = [str(src), str(out), "--method", "dwt", "--scheduler", address, "--no-progress"]
-            assert batch_cli.main(args) == 1
+            assert batch(args) == 1
             check_first_run(out)
             assert json.loads((out / "summary.json").read_text())["scheduler"] == address
-            assert batch_cli.main(args) == 1
+            assert batch(args) == 1
             rows, _ = read_summary(out)
             assert sum(r["resumed"] for r in rows.values()) == N_STACKS - 1
         finally:

@@ -121,7 +121,7 @@ def test_options_are_checked():
 
 @pytest.mark.slow
 def test_shipped_model_end_to_end_and_cli(tmp_path, winograd):
-    """The shipped cnn model (a committed file) through pyfusion.fuse and tools/fuse.py --method cnn-plus."""
+    """The shipped cnn model (a committed file) through pyfusion.fuse and `pyfusion fuse --method cnn-plus`."""
     from skimage import data
 
     assert get_model("cnn").onnx.is_file()
@@ -140,7 +140,7 @@ def test_shipped_model_end_to_end_and_cli(tmp_path, winograd):
     write_image(tmp_path / "a.png", a)
     write_image(tmp_path / "b.png", b)
     out = tmp_path / "f.png"
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "fuse.py"), str(tmp_path / "a.png"),
+    p = subprocess.run([sys.executable, "-m", "pyfusion", "fuse", str(tmp_path / "a.png"),
                         str(tmp_path / "b.png"), "-o", str(out), "--method", "cnn-plus"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

@@ -1,4 +1,4 @@
-"""tools/fuse.py run as a subprocess: user errors exit 2 with one line, successes write the files.
+"""``pyfusion fuse`` (pyfusion.cli) run as a subprocess: user errors exit 2 with one line, successes write the files.
 
 Successful runs swap pyfusion.net for a fake module (a focus measure, no Caffe) inside the subprocess.
 """
@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "fuse.py"
 
-# Runs tools/fuse.py with a fake pyfusion.net: score = 1 where A has more local variance than B.
+# Runs `pyfusion fuse` with a fake pyfusion.net: score = 1 where A has more local variance than B.
 FAKE_NET = r"""
-import runpy, sys, types
+import sys, types
 import numpy as np
 from pyfusion.models import get as get_model
 net = types.ModuleType("pyfusion.net")
-def score_map(a, b, *, model=None, backend=None, threads=None, gpu=None, max_memory=None, progress=False):
+def score_map(a, b, **options):
     h, w = get_model("cnn").score_shape(*a.shape[:2])
     s = np.zeros((h, w), np.float32)
     for i in range(h):
@@ -31,13 +30,13 @@ net.score_map = score_map
 sys.modules["pyfusion.net"] = net
 import pyfusion
 pyfusion.net = net
-sys.argv = [sys.argv[1]] + sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+from pyfusion.cli import main
+sys.exit(main(["fuse", *sys.argv[1:]]))
 """
 
 
 def run(*args, fake=True):
-    cmd = [sys.executable, "-c", FAKE_NET, str(TOOL)] if fake else [sys.executable, str(TOOL)]
+    cmd = [sys.executable, "-c", FAKE_NET] if fake else [sys.executable, "-m", "pyfusion", "fuse"]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -62,7 +61,7 @@ def assert_user_error(res, what):
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("fuse: error: ") and what in lines[0], lines[0]
+    assert lines[0].startswith("pyfusion fuse: error: ") and what in lines[0], lines[0]
     assert "Traceback" not in res.stderr
 
 
@@ -102,9 +101,9 @@ def test_existing_output_needs_force_and_bad_arguments(tmp_path):
     assert_user_error(run(a, b, fake=False), "required")
     assert_user_error(run(a, "-o", tmp_path / "g.png", fake=False), "at least two")
     assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--model", tmp_path / "none.caffemodel", fake=False),
-                      "neither a registered model")
+                      "model file not found")
     assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--method", "nope", fake=False), "invalid choice")
-    assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--threads", "0", fake=False), "--threads")
+    assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--threads", "0", fake=False), "threads must be >= 1")
 
 
 def test_fuses_and_writes_maps_with_verbose_timings(tmp_path):
@@ -140,7 +139,9 @@ def test_16_bit_in_16_bit_out(tmp_path, colour):
     assert res.returncode == 0, res.stderr
     fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert fused.dtype == np.uint16 and fused.shape == img_a.shape
-    assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--backend", "nope"), "choose from")
+    assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--backend", "nope", fake=False), "choose from")
+    assert_user_error(run(a, b, "-o", tmp_path / "g.png", "--method", "dwt", "--backend", "onnx"),
+                      "its options: threads, progress, wavelet")
 
 
 def test_demo_with_oracle_scores_is_deterministic_and_beats_both_sources(tmp_path):

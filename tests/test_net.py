@@ -12,7 +12,7 @@ from helpers import random_params
 
 from pyfusion import backends, models, net, tiling
 
-from fusionlab import netspec
+from pyfusion import netspec
 from pyfusion.util import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,7 +287,7 @@ def test_gpu_without_cuda_is_a_one_line_error(caffe, tmp_path):
     for i, img in enumerate((a, b)):
         paths.append(str(tmp_path / f"s{i}.png"))
         cv2.imwrite(paths[-1], (img * 255).astype(np.uint8))
-    r = subprocess.run([sys.executable, str(ROOT / "tools/fuse.py"), *paths, "-o", str(tmp_path / "f.png"),
+    r = subprocess.run([sys.executable, "-m", "pyfusion", "fuse", *paths, "-o", str(tmp_path / "f.png"),
                         "--gpu", "0", "--backend", "caffe"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "built without CUDA" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and not (tmp_path / "f.png").exists()

@@ -16,7 +16,6 @@ from pyfusion.methods import cnn, stack
 from pyfusion.refine import remove_small_regions
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "fuse.py"
 CNN = models.get("cnn")
 
 
@@ -286,7 +285,7 @@ def test_memory_holds_no_per_frame_maps():
 
 # ------------------------------------------------------------------------------------------------ the CLI
 FAKE_NET = r"""
-import runpy, sys, types
+import sys, types
 sys.path.insert(0, sys.argv[1])
 import test_stack
 net = types.ModuleType("pyfusion.net")
@@ -295,13 +294,13 @@ net.score_map = lambda a, b, **kw: (test_stack.fake_frame_fn(a) > test_stack.fak
 sys.modules["pyfusion.net"] = net
 import pyfusion
 pyfusion.net = net
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+from pyfusion.cli import main
+sys.exit(main(["fuse", *sys.argv[2:]]))
 """
 
 
 def run_cli(*args):
-    cmd = [sys.executable, "-c", FAKE_NET, str(ROOT / "tests"), str(TOOL)] + [str(a) for a in args]
+    cmd = [sys.executable, "-c", FAKE_NET, str(ROOT / "tests")] + [str(a) for a in args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
