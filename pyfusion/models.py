@@ -2,7 +2,7 @@
 
 A registered model is its geometry (input channels, patch, stride, head), its branch layout, the training-data
 recipe it learns from, and its files: ``NAME_train_val.prototxt`` / ``NAME_deploy.prototxt`` (written by
-:mod:`fusionlab.netspec` from this entry; ``tools/make_prototxt.py``), ``FILES.caffemodel`` (Caffe weights),
+:mod:`pyfusion.netspec` from this entry; ``tools/make_prototxt.py``), ``FILES.caffemodel`` (Caffe weights),
 ``FILES.onnx`` (the folded twin: the onnx, winograd and torch backends) and a side-car ``<file>.json`` beside each,
 whose sha256 is checked before a file is used (:func:`check_file`).
 
@@ -54,7 +54,6 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: Environment variable naming a folder of model files laid out like the repository's ``models/``.
 MODELS_ENV = "PYFUSION_MODELS"
 #: The checkout's ``prototxt/`` folder (the solver), None in an installed copy.
-PROTOTXT = util.checkout() / "prototxt" if util.checkout() else None
 
 #: Trunk of every net ([1]_ Fig. 2): conv 3x3/1 pad 1 -> ReLU -> conv 3x3/1 pad 1 -> ReLU -> max pool 2x2/2 ->
 #: conv 3x3/1 pad 1 -> ReLU, with these output channels.

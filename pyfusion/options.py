@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pyfusion.backends import BACKENDS
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
 
 __all__ = ["Option", "COMMON", "NET", "CONSISTENCY", "check", "resolve", "replace", "gb_to_bytes", "table"]
@@ -83,8 +84,8 @@ COMMON = (
 NET = (
     Option("model", str, None, "registered model name or weights file (.onnx / .caffemodel); default the method's "
            "shipped model", metavar="NAME|PATH"),
-    Option("backend", str, None, "inference backend: winograd, onnx, caffe or torch (default: the fastest "
-           "available)", metavar="NAME"),
+    Option("backend", str, None, "inference backend (default: the fastest available here)", choices=BACKENDS,
+           metavar="NAME"),
     Option("gpu", int, None, "run the net on CUDA device N (torch, caffe or onnx with CUDA; default the CPU)",
            metavar="N"),
     Option("max_memory", float, None, "memory for the score-map stage in GB (tiles the images; default a share of "

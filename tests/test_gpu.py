@@ -100,9 +100,9 @@ def test_training_on_the_gpu_matches_the_cpu(cuda_caffe, tmp_path):
 def test_gpu_budget_is_half_the_free_memory(monkeypatch):
     """On a GPU the tile budget is half its free memory; where that is unknown, the CPU's rule."""
     monkeypatch.setattr(tiling, "gpu_free_bytes", lambda gpu: 80 << 30)
-    assert tiling.default_max_memory(0) == 40 << 30
+    assert tiling.default_max_bytes(0) == 40 << 30
     monkeypatch.setattr(tiling, "gpu_free_bytes", lambda gpu: None)
-    assert tiling.default_max_memory(0) == tiling.default_max_memory()
+    assert tiling.default_max_bytes(0) == tiling.default_max_bytes()
 
 
 def test_gpu_queries_read_nvidia_smi(tmp_path, monkeypatch):

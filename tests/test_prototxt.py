@@ -11,7 +11,7 @@ import pytest
 
 from pyfusion import models
 
-from fusionlab import netspec
+from pyfusion import netspec
 from fusionlab.train import TrainConfig, data_lists
 
 ROOT = Path(__file__).resolve().parents[1]

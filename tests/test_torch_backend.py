@@ -247,7 +247,7 @@ def test_runner_checks_the_model(tb, toys, tmp_path):
 
 
 def test_shipped_model_matches_winograd(tb, winograd):
-    """The shipped cnn model (models/cnn_fusion.onnx) on a 64 x 72 pair with complementary blur: within 1e-5 of
+    """The shipped cnn model (pyfusion/weights/cnn_fusion.onnx) on a 64 x 72 pair with complementary blur: within 1e-5 of
     winograd."""
     import cv2
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyfusion import models
 
-from fusionlab import netspec
+from pyfusion import netspec
 from pyfusion.io import write_atomic
 from fusionlab.train import caffe_version
 from fusionlab import ROOT
@@ -84,7 +84,7 @@ def export_deploy(snapshot, out, *, net: str = "cnn", extra: dict | None = None)
 def train_input_net(model, weights=None):
     """The train_val net of ``model`` (TEST phase) with an Input layer instead of its HDF5 data.
 
-    For net surgery and tests: no data files needed (:func:`fusionlab.netspec.deploy_input_net`).
+    For net surgery and tests: no data files needed (:func:`pyfusion.netspec.deploy_input_net`).
     """
     import tempfile
 

@@ -49,7 +49,7 @@ OPSET = 17
 INPUT = "pair"
 OUTPUT = "score"
 TRUNK = ("conv1", "conv2", "conv3")
-#: Suffix of branch B's layers (fusionlab.netspec); a pseudo-siamese net's B trunk has weights of its own under it.
+#: Suffix of branch B's layers (pyfusion.netspec); a pseudo-siamese net's B trunk has weights of its own under it.
 B_SUFFIX = "_p"
 _FC_NAMES = {"fc1": ("fc1-conv", "fc1"), "fc2": ("fc2-conv", "fc2")}
 

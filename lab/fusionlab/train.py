@@ -25,9 +25,8 @@ import numpy as np
 
 from pyfusion import models
 
-from fusionlab import netspec
+from pyfusion import netspec
 from pyfusion.backends import caffe as caffe_backend
-from pyfusion.models import PROTOTXT
 from fusionlab import ROOT
 
 
@@ -90,7 +89,7 @@ def write_run_files(run: Path, cfg: TrainConfig, lr: float) -> Path:
     net = netspec.train_val(models.get(cfg.net), train_list=str(Path(train_list).resolve()),
                             val_list=str(Path(val_list).resolve()), batch=cfg.batch, val_batch=100)
     (run / "train_val.prototxt").write_text(net)
-    solver = _text(PROTOTXT / "solver.prototxt", {
+    solver = _text(ROOT / "prototxt" / "solver.prototxt", {
         r"^net: .*$": f'net: "{run / "train_val.prototxt"}"',
         r"^test_iter: .*$": f"test_iter: {cfg.val_batches}",
         r"^test_interval: .*$": "test_interval: 1000000000   # validation is run by fusionlab.train",

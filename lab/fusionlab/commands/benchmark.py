@@ -213,6 +213,11 @@ def resolve_model(arg, tmp: Path):
 
     model = Path(arg) if arg else models.get("cnn").caffemodel
     desc = str(model) if arg else f"shipped {model.relative_to(ROOT)}"
+    onnx = models.resolve(model)[2]
+    if not arg and onnx.is_file() and not model.with_suffix(".onnx").is_file():   # the shipped twin, in the package
+        (tmp / model.name).symlink_to(model.resolve())
+        (tmp / onnx.name).symlink_to(onnx.resolve())
+        model = tmp / model.name
     if not model.with_suffix(".onnx").is_file():
         from fusionlab.onnx_export import export_onnx
 

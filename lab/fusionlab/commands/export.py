@@ -8,8 +8,8 @@ model with the folded head (+ side-car ``<out>.onnx.json``).
     python tools/export.py --onnx --run runs/cpu --out models/cnn_fusion.caffemodel   # both: .caffemodel, .onnx
 
 With --onnx and --run/--snapshot the deploy caffemodel is written to --out first and the ONNX model beside it
-(``--out`` with the suffix ``.onnx``). With --onnx --model the ONNX model is written to --out (default: the
-model's path with the suffix ``.onnx``).
+(``--out`` with the suffix ``.onnx``; a registered model's caffemodel: the model's ONNX file, for a shipped net in
+pyfusion/weights/). With --onnx --model the ONNX model is written to --out (default: as before).
 """
 import argparse
 import json
@@ -39,7 +39,7 @@ def main(argv=None):
         if not Path(args.model).is_file():
             print(f"export: error: model not found: {args.model}", file=sys.stderr)
             return 2
-        return _onnx(args.model, args.out or Path(args.model).with_suffix(".onnx"))
+        return _onnx(args.model, args.out or onnx_path(args.model))
     extra = {}
     snap = args.snapshot
     net = args.net
@@ -76,8 +76,20 @@ def main(argv=None):
         print(f"export: validation accuracy {meta['validation']['accuracy']:.4f} on {meta['validation']['pairs']} pairs")
     print(f"export: {args.out} sha256 {meta['sha256']} from {snap}")
     if args.onnx:
-        return _onnx(args.out, Path(args.out).with_suffix(".onnx"))
+        return _onnx(args.out, onnx_path(args.out))
     return 0
+
+
+def onnx_path(caffemodel) -> Path:
+    """Where the ONNX twin of ``caffemodel`` goes: a registered model's ONNX file (a shipped net's is the
+    library's package data, pyfusion/weights/) when ``caffemodel`` is that model's caffemodel, else beside it."""
+    from pyfusion import models
+
+    target = Path(caffemodel).resolve()
+    for m in models.MODELS.values():
+        if m.caffemodel.resolve() == target:
+            return m.onnx
+    return Path(caffemodel).with_suffix(".onnx")
 
 
 def _onnx(caffemodel, out) -> int:

@@ -3,7 +3,7 @@
 
     python tools/make_prototxt.py [NAME ...] [--check]
 
-The files are made by fusionlab.netspec from pyfusion.models.MODELS; --check only reports stale files (exit 1).
+The files are made by pyfusion.netspec from pyfusion.models.MODELS; --check only reports stale files (exit 1).
 """
 import argparse
 import sys
@@ -11,7 +11,7 @@ import sys
 from fusionlab import ROOT
 from pyfusion import models
 
-from fusionlab import netspec
+from pyfusion import netspec
 from pyfusion.io import write_atomic
 
 
