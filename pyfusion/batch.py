@@ -1,4 +1,4 @@
-"""Fuse many focus stacks on a Dask cluster (``tools/batch.py`` is its command line).
+"""Fuse many focus stacks on a Dask cluster (``pyfusion batch`` is its command line).
 
 Stacks
 ------

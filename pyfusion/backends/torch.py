@@ -19,7 +19,7 @@ Device: ``gpu=None`` runs on the CPU (``torch.set_num_threads(threads)`` during 
 ``cuda:N``, with a clear error where this torch has no CUDA or the device does not exist.
 
 Precision (``runner(precision=)``, else ``$PYFUSION_TORCH_PRECISION``, else ``"fp32"``; ``pyfusion.fuse`` and
-``tools/fuse.py`` reach the backend through the environment variable only):
+``pyfusion fuse`` reach the backend through the environment variable only):
 
 * ``"fp32"`` (default): float32 everywhere, TF32 off during each call and restored after
   (``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32`` False; on torch >= 2.9 their
@@ -51,7 +51,7 @@ __all__ = ["NAME", "PRECISIONS", "PRECISION_ENV", "BYTES_PER_PIXEL", "BASE_BYTES
 NAME = "torch"
 #: The precisions of :class:`Net`; the CPU runs ``"fp32"`` only.
 PRECISIONS = ("fp32", "tf32", "fp16")
-#: Environment variable read when ``runner(precision=None)``: how ``pyfusion.fuse`` and ``tools/fuse.py`` reach it.
+#: Environment variable read when ``runner(precision=None)``: how ``pyfusion.fuse`` and ``pyfusion fuse`` reach it.
 PRECISION_ENV = "PYFUSION_TORCH_PRECISION"
 #: Peak bytes per input pixel of a tile of a grayscale pair on the CPU (fp32), and a fixed allowance: VmHWM above
 #: the loaded process measured 1338 B/px + 4 MB on 400^2..1000^2 tiles (1744 B/px at 200^2: the fixed part),
