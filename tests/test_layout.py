@@ -102,7 +102,6 @@ def test_tool_uses_finds_each_kind():
     assert [line for line, _ in _tool_uses(ast.parse(src))] == [3, 4, 5]
 
 
-@pytest.mark.xfail(strict=False, reason="tests still run tools/ scripts (see the failure's list)")
 def test_tests_do_not_run_tools_scripts():
     """Tests import the library or the lab (or run the `pyfusion` command / `python -m fusionlab`), not tools/
     scripts: no tools/ folder on sys.path, no tools/NAME.py run as a script. This file is the checker (it reads
