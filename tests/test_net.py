@@ -163,6 +163,7 @@ def test_max_memory_tiles_and_keeps_scores(onnx_model):
 RSS_SLACK_MIB = 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "winograd"])
 def test_peak_memory_follows_max_memory(onnx_model, backend, request):
     """A 800 x 600 pair within a 32 MiB budget: the peak RSS grows by about the budget, not the image."""

@@ -205,7 +205,7 @@ def test_layer_sizes_are_checked(winograd, rand_onnx):
         winograd.Net({**p, "head_bias": np.zeros(2, np.float32)})
 
 
-@pytest.mark.parametrize("h,w", [(41, 37), (77, 101)])
+@pytest.mark.parametrize("h,w", [(41, 37), pytest.param(77, 101, marks=pytest.mark.slow)])
 def test_tiles_equal_whole_image(winograd, rand_onnx, h, w):
     a, b = pair(h, w, seed=3)
     whole = net.score_map(a, b, model=rand_onnx, backend="winograd", tile=(10**6, 10**6))
