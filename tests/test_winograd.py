@@ -257,6 +257,7 @@ def test_runs_without_caffe_or_onnxruntime(winograd, rand_onnx):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_kernel_variants_of_the_portable_build(winograd, rand_onnx, toys, tmp_path):
     """The portable build chooses x86-64-v3 kernels where the CPU has AVX2 + FMA, else its plain x86-64 (SSE2)
     kernels; PYFUSION_WINOGRAD_ISA forces one. Both compute the same scores (within float rounding: no FMA)."""
