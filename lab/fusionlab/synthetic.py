@@ -32,9 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["disk_kernel", "random_mask", "make_pair", "benchmark_pairs", "scores", "RADII", "SOFTNESS",
-           "random_field", "defocus", "depth_layers", "focus_frames", "shake", "make_stack", "benchmark_stacks",
-           "Stack", "STACK_FRAMES", "STACK_STEPS", "SHAKE_SHIFT", "SHAKE_ROTATION", "SHAKE_BREATHING"]
+__all__ = ["disk_kernel", "random_mask", "make_pair", "benchmark_pairs", "scores", "psnr", "SSIM_OPTIONS", "RADII",
+           "SOFTNESS", "random_field", "defocus", "depth_layers", "focus_frames", "shake", "make_stack",
+           "benchmark_stacks", "read_photo", "Stack", "STACK_FRAMES", "STACK_STEPS", "SHAKE_SHIFT", "SHAKE_ROTATION",
+           "SHAKE_BREATHING"]
 
 #: Disk radii (pixels) cycled over the pairs, and the Gaussian feather (sigma, pixels; 0 = hard edge) of the mask.
 RADII = (2, 3, 4, 6)
@@ -124,18 +125,26 @@ def benchmark_pairs(photos, *, count: int = 40, seed: int = 0, start: int = 0):
                         name=f"{k:02d}_{path.stem}")
 
 
+#: scikit-image ``structural_similarity`` options of :func:`scores` (Wang et al. 2004: Gaussian window sigma 1.5,
+#: population covariances, 8-bit range).
+SSIM_OPTIONS = {"data_range": 255, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+
+
+def psnr(x: np.ndarray, y: np.ndarray) -> float:
+    """PSNR (dB, 0-255) of ``x`` against ``y`` (arrays of one shape, any number of pixels); inf where equal."""
+    mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
 def scores(img: np.ndarray, sharp: np.ndarray) -> dict:
-    """PSNR (dB, 0-255) and SSIM (Wang et al. 2004, Gaussian window sigma 1.5, on the colour image, as
-    scikit-image's ``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``)
-    of ``img`` against the sharp original, both 8-bit."""
+    """PSNR (dB, 0-255, :func:`psnr`) and SSIM (Wang et al. 2004, Gaussian window sigma 1.5, on the colour image,
+    as scikit-image's ``structural_similarity(..., **SSIM_OPTIONS)``) of ``img`` against the sharp original,
+    both 8-bit."""
     from skimage.metrics import structural_similarity
 
     x, y = img.astype(np.float64), sharp.astype(np.float64)
-    mse = np.mean((x - y) ** 2)
-    psnr = float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-    ssim = structural_similarity(x, y, data_range=255, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, channel_axis=-1 if x.ndim == 3 else None)
-    return {"psnr": psnr, "ssim": float(ssim)}
+    ssim = structural_similarity(x, y, channel_axis=-1 if x.ndim == 3 else None, **SSIM_OPTIONS)
+    return {"psnr": psnr(x, y), "ssim": float(ssim)}
 
 
 def depth_layers(shape, rng: np.random.Generator, *, layers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -264,20 +273,26 @@ def make_stack(sharp: np.ndarray, rng: np.random.Generator, *, frames: int, step
     return Stack(name, sharp, tuple(registered), layers, depth, float(step), tuple(moved), tuple(transforms))
 
 
+def read_photo(path, *, crop: int | None = None) -> np.ndarray:
+    """The photo at ``path`` (:func:`pyfusion.io.read_image`); ``crop``: only its middle ``crop x crop``."""
+    from pyfusion.io import read_image
+
+    img = read_image(path)
+    if crop is not None:
+        y, x = max(0, (img.shape[0] - crop) // 2), max(0, (img.shape[1] - crop) // 2)
+        img = np.ascontiguousarray(img[y:y + crop, x:x + crop])
+    return img
+
+
 def benchmark_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, crop: int | None = None):
     """``count`` focus stacks from the photos (paths, sorted order from index ``start``, cycled): stack k has
     ``STACK_FRAMES[k % 6]`` frames and the radius step ``STACK_STEPS[k % 4]``, drawn from
     ``numpy.random.default_rng([seed, k])``: deterministic for a seed, and stack k the same whatever ``count``.
     ``crop``: cut the middle ``crop x crop`` of each photo first (small stacks for tests)."""
-    from pyfusion.io import read_image
-
     photos = sorted(photos)
     for k in range(count):
         path = Path(photos[(start + k) % len(photos)])
-        img = read_image(path)
-        if crop is not None:
-            y, x = max(0, (img.shape[0] - crop) // 2), max(0, (img.shape[1] - crop) // 2)
-            img = np.ascontiguousarray(img[y:y + crop, x:x + crop])
+        img = read_photo(path, crop=crop)
         rng = np.random.default_rng([seed, k])
         yield make_stack(img, rng, frames=STACK_FRAMES[k % len(STACK_FRAMES)], step=STACK_STEPS[k % len(STACK_STEPS)],
                          name=f"{k:02d}_{path.stem}")

@@ -1,0 +1,158 @@
+"""The occlusion benchmark: the layered-defocus stack generator and the halo measure (fusionlab.occlusion), and
+`python -m fusionlab occlusion-bench` end to end on one tiny stack."""
+import json
+
+import numpy as np
+import pytest
+
+from fusionlab import occlusion, synthetic
+from fusionlab.commands import occlusion_bench
+from pyfusion.io import write_image
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from skimage import data
+
+    return [np.ascontiguousarray(im[:64, :80]) for im in (data.astronaut()[100:], data.coffee(), data.chelsea())]
+
+
+def _stack(photos, seed=0, planes=3, radius=4.0):
+    return occlusion.make_occlusion_stack(photos[:planes], np.random.default_rng([seed, 1]), radius=radius, name="t")
+
+
+# ------------------------------------------------------------------------------------------------- the generator
+def test_truth_is_each_pixel_from_the_nearest_plane(photos):
+    s = _stack(photos)
+    assert s.sharp.dtype == np.uint8 and s.sharp.shape == photos[0].shape
+    assert set(np.unique(s.planes)) == {0, 1, 2}
+    for p in range(3):
+        assert np.array_equal(s.sharp[s.planes == p], photos[p][s.planes == p])
+    assert np.array_equal(s.labels, s.planes)                  # three planes, three frames: frame p on plane p
+
+
+def test_frames_follow_the_layered_model(photos):
+    s = _stack(photos, radius=6.0)
+    assert len(s.frames) == 3 and s.radii.shape == (3, 3)
+    assert np.allclose(s.radii, 6.0 * np.abs(np.subtract.outer([0, 0.5, 1], [0, 0.5, 1])))
+    band = occlusion.band_mask(s.planes, s.width)
+    for k, f in enumerate(s.frames):
+        away = (s.planes == k) & ~band
+        assert away.any() and np.array_equal(f[away], s.sharp[away])   # in focus, and no other plane reaches it
+        assert np.abs(f[s.planes != k].astype(float) - s.sharp[s.planes != k]).mean() > 1.0   # defocused elsewhere
+
+
+def test_two_planes_make_three_frames_the_middle_one_between_them(photos):
+    s = _stack(photos, planes=2)
+    assert len(s.frames) == 3 and np.allclose(s.radii, [[0, 2, 4], [4, 2, 0]])
+    assert set(np.unique(s.labels)) == {0, 2}
+
+
+def test_near_blur_covers_the_background_in_the_far_focused_frame():
+    """A white square in front of a black background: focused behind it, its blur spreads over the background
+    up to the disk's radius; focused on it, the background beside it stays black (its own blur of black)."""
+    white, black = np.full((40, 40), 255.0), np.zeros((40, 40))
+    alpha = np.zeros((40, 40))
+    alpha[10:30, 10:20] = 1.0                                  # right edge between columns 19 and 20
+    far = occlusion.composite([white, black], [alpha, np.ones((40, 40))], [5.0, 0.0])
+    near = occlusion.composite([white, black], [alpha, np.ones((40, 40))], [0.0, 5.0])
+    assert np.all(far[20, 20:24] > 5) and np.all(np.diff(far[20, 19:26]) < 0)   # the halo fades with distance
+    assert np.allclose(far[20, 25:], 0, atol=1e-9)                 # and ends at the disk's reach (5 + 0.71 px)
+    assert np.allclose(near, alpha * 255.0, atol=1e-9)             # the sharp square, nothing spread
+
+
+def test_far_focused_frame_shows_the_halo_in_a_stack(photos):
+    s = _stack(photos, planes=2, radius=8.0)
+    far = s.frames[-1].astype(float)
+    halo = occlusion.halo_side_mask(s.planes, s.width)
+    away = (s.planes == 1) & ~occlusion.band_mask(s.planes, s.width)
+    assert halo.any() and np.array_equal(far[away], s.sharp[away])
+    assert np.abs(far[halo] - s.sharp[halo]).mean() > 3.0
+
+
+def test_generator_is_seeded(photos):
+    a, b, c = _stack(photos), _stack(photos), _stack(photos, seed=1)
+    for x, y in zip(a.frames + a.moved + (a.planes, a.sharp), b.frames + b.moved + (b.planes, b.sharp)):
+        assert np.array_equal(x, y)
+    assert all(np.array_equal(x, y) for x, y in zip(a.transforms, b.transforms))
+    assert not np.array_equal(a.planes, c.planes)
+    assert not np.array_equal(a.moved[0], a.frames[0]) and np.array_equal(a.moved[1], a.frames[1])  # hand-held
+
+
+def test_benchmark_stacks_cycle_planes_and_radii_and_do_not_depend_on_count(photos, tmp_path):
+    paths = [write_image(tmp_path / f"p{k}.png", np.roll(photos[k % 3], 7 * k, axis=1)) for k in range(5)]
+    few = list(occlusion.occlusion_stacks(paths, count=2, seed=3))
+    more = list(occlusion.occlusion_stacks(paths, count=4, seed=3))
+    assert [len(s.frames) for s in more] == [3, 3, 4, 3] and [s.radius for s in more] == list(occlusion.OCC_RADII)
+    assert [s.radii.shape[0] for s in more] == [2, 3, 4, 2]
+    for x, y in zip(few, more):
+        assert x.name == y.name and all(np.array_equal(f, g) for f, g in zip(x.frames, y.frames))
+    assert np.array_equal(more[1].sharp[more[1].planes == 2], synthetic.read_photo(paths[1])[more[1].planes == 2])
+
+
+# ----------------------------------------------------------------------------------------------- the halo measure
+def _edge_planes(w=60, h=20, c=30):
+    planes = np.ones((h, w), np.int32)
+    planes[:, :c] = 0                                          # near plane on the left, columns 0..c-1
+    return planes
+
+
+def test_band_has_the_width_asked_and_the_halo_side_is_the_far_one():
+    planes = _edge_planes()
+    for width in (1, 3, 7):
+        band = occlusion.band_mask(planes, width)
+        cols = np.flatnonzero(band.all(axis=0))
+        assert np.array_equal(cols, np.arange(30 - width, 30 + width)) and not band[:, ~band.all(axis=0)].any()
+        halo = occlusion.halo_side_mask(planes, width)
+        assert np.array_equal(np.flatnonzero(halo.any(axis=0)), np.arange(30, 30 + width))
+    assert not occlusion.band_mask(np.zeros((8, 8), np.int32), 3).any()
+
+
+def test_measure_of_the_truth_is_inf_and_a_blurred_band_lowers_only_the_band(photos):
+    s = _stack(photos)
+    perfect = occlusion.halo_scores(s.sharp, s.sharp, s.planes, s.width)
+    assert perfect["band_psnr"] == perfect["rest_psnr"] == perfect["psnr"] == perfect["halo_psnr"] == np.inf
+    assert perfect["band_ssim"] == pytest.approx(1.0) and perfect["ssim"] == pytest.approx(1.0)
+    band = occlusion.band_mask(s.planes, s.width)
+    img = s.sharp.copy()
+    img[band] = s.frames[-1][band]                             # the band from a defocused frame
+    x = occlusion.halo_scores(img, s.sharp, s.planes, s.width)
+    assert np.isfinite(x["band_psnr"]) and x["band_psnr"] < 40 and x["rest_psnr"] == np.inf
+    assert x["band_ssim"] < 0.99 and x["rest_ssim"] > x["band_ssim"]
+
+
+def test_oracle_and_given_labels(photos):
+    s = _stack(photos, planes=2, radius=4.0)
+    oracle = occlusion.oracle_selection(s.frames, s.sharp)
+    assert oracle.shape == s.sharp.shape and oracle.dtype == np.uint8
+    err = [np.abs(f.astype(int) - s.sharp).sum() for f in s.frames]
+    assert np.abs(oracle.astype(int) - s.sharp).sum() <= min(err)
+    # the one-pass path on a given label map: every pixel labelled frame 1 gives frame 1 itself
+    fused = occlusion.fuse_with_labels(s.frames, np.ones(s.planes.shape, np.int32), threads=1)
+    assert np.array_equal(fused, s.frames[1])
+    edge = occlusion.edge_labels(s)
+    halo = occlusion.halo_side_mask(s.planes, s.width)
+    assert np.all(edge[halo] == 0) and np.array_equal(edge[s.planes == 0], s.labels[s.planes == 0])
+
+
+def test_focus_stack_not_built_is_a_runtime_error(photos, tmp_path):
+    with pytest.raises(RuntimeError, match="not built"):
+        occlusion.focus_stack_fuse(list(photos), exe=tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------------------------- the command
+def test_command_end_to_end(photos, tmp_path):
+    for k in range(3):
+        write_image(tmp_path / f"p{k}.jpg", photos[k])
+    doc, out = tmp_path / "stacks.md", tmp_path / "r.json"
+    argv = ["--photos", str(tmp_path), "--count", "2", "--fusers", "one-pass;dwt", "--diagnose", "--json", str(out),
+            "--doc", str(doc), "--no-progress"]
+    assert occlusion_bench.main(argv) == 0
+    rows = json.loads(out.read_text())["stacks"]
+    assert len(rows) == 2 and set(rows[0]["results"]) == {"one-pass", "dwt"}
+    assert set(rows[0]["diagnosis"]) == set(occlusion.DIAGNOSES)
+    text = doc.read_text()
+    assert "<!-- occlusion_bench:start -->" in text and "| one-pass |" in text and "| dwt |" in text
+    with pytest.raises(SystemExit) as e:
+        occlusion_bench.main(["--fusers", "nope"])
+    assert e.value.code == 2
