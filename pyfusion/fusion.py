@@ -20,7 +20,7 @@ from pyfusion.options import check
 __all__ = ["FusionResult", "fuse", "evaluate", "METHODS", "method_options"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
-_MODULES = {"cnn": "cnn", "dwt": "dwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
+_MODULES = {"cnn": "cnn", "dwt": "dwt", "dtcwt": "dtcwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
 
 
 @dataclass(frozen=True)
