@@ -612,7 +612,7 @@ def make_report(data, out, *, methods=None, names=None, limit: int = 0, survey_d
     if figures is not None:
         from tqdm import tqdm
 
-        from pyfusion import figures as fg
+        from fusionlab import figures as fg
         from pyfusion.io import read_image
 
         fdir = Path(figures)
