@@ -211,7 +211,7 @@ def _check_outputs(args, map_names=()) -> None:
 
 def _fuse(args) -> int:
     from pyfusion.fusion import fuse
-    from pyfusion.io import map_to_uint8, read_image, validate_images, write_image
+    from pyfusion.io import check_output_format, map_to_uint8, read_image, validate_images, write_image
 
     if not args.align and (args.align_fill or args.skip_unaligned or args.align_motion != "affine"
                            or args.align_interp):
@@ -234,6 +234,7 @@ def _fuse(args) -> int:
             raise ValueError(f"--depth {args.depth}: must be a .png file")
     images = [read_image(path) for path in args.sources]
     validate_images(images, names=args.sources, min_size=min_size, min_reason=min_reason)
+    check_output_format(args.output, images[0].dtype)  # e.g. 16-bit sources to .jpg: before fusing, not after
     if args.verbose:
         h, w = images[0].shape[:2]
         channels = 1 if images[0].ndim == 2 else images[0].shape[2]

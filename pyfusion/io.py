@@ -10,6 +10,10 @@ Conventions
   zero, saturating).
 * Reading (:func:`read_image`) decodes with OpenCV ``IMREAD_UNCHANGED`` (8- and 16-bit PNG/TIFF, JPEG, ...),
   converts BGR to RGB and **drops an alpha channel** (BGRA -> RGB). EXIF orientation is not applied.
+* RAW frames (the extensions in :data:`RAW_EXTENSIONS`: DNG and the camera formats LibRaw reads) are read with
+  ``rawpy`` (the optional extra ``pyfusion-mfif[raw]``): demosaiced (LibRaw's default AHD), camera white
+  balance, camera colour to sRGB primaries, **linear** (gamma 1, no auto-brightening), 16-bit RGB, the camera's
+  orientation applied. Without rawpy, or for a file LibRaw does not read, a one-line :class:`FusionInputError`.
   Truncated (PNG without IEND, or anything the decoder refuses) or undecodable files raise
   :class:`FusionInputError`.
 * Decoder limits: a PNG's (IHDR), JPEG's (SOFn) or TIFF's (first IFD) declared size is read from its header
@@ -30,8 +34,12 @@ References
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -53,6 +61,8 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "image_header_size",
+    "RAW_EXTENSIONS",
+    "check_output_format",
 ]
 
 #: Pixel types accepted by the pipeline.
@@ -73,6 +83,14 @@ _WRITE_DTYPES = {
     ".pgm": ("uint8", "uint16"),
     ".pnm": ("uint8", "uint16"),
 }
+
+
+#: File extensions read as RAW frames through rawpy (LibRaw's camera formats and DNG).
+RAW_EXTENSIONS = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2",
+                  ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mef", ".mos",
+                  ".mrw", ".raw")
+
+RAW_NEEDS_RAWPY = "RAW frames need rawpy: pip install pyfusion-mfif[raw]"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -107,6 +125,35 @@ def _quiet_cv2(fn, *args):
         logging.setLogLevel(old)
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Capture what native decoders (libpng, libjpeg, libtiff, LibRaw) print on file descriptor 2 in the block.
+
+    Yields a list that, after the block, holds the non-empty lines printed (the first 4 KiB). The descriptor is
+    the process's: output of other threads in that window is captured (and dropped) too.
+    """
+    said: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no standard error to capture
+            yield said
+            return
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            said.extend(" ".join(x.split()) for x in tmp.read(4096).decode(errors="replace").splitlines() if x.strip())
+
+
 def _looks_truncated(data: bytes) -> bool:
     """True when a PNG lacks its final IEND chunk (libpng may decode such a file partially).
 
@@ -119,6 +166,7 @@ def _looks_truncated(data: bytes) -> bool:
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 def image_header_size(data: bytes) -> tuple[int, int] | None:
@@ -134,31 +182,48 @@ def image_header_size(data: bytes) -> tuple[int, int] | None:
         return None
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff_size(data)
-    if data.startswith(b"\xff\xd8"):
-        i, n = 2, len(data)
-        while i + 4 <= n:
-            if data[i] != 0xFF:
+    frame = _jpeg_frame(data)
+    return frame[1:] if frame is not None else None
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """``(SOFn marker, width, height)`` of a JPEG's first frame header, else ``None``."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+            i += 2
+            continue
+        if marker == 0xD9 or marker == 0xDA:  # end of image / start of scan before any frame header
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
                 return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
-                i += 2
-                continue
-            if marker == 0xD9 or marker == 0xDA:  # end of image / start of scan before any frame header
-                return None
-            length = int.from_bytes(data[i + 2:i + 4], "big")
-            if marker in _JPEG_SOF:
-                if i + 9 > n:
-                    return None
-                height = int.from_bytes(data[i + 5:i + 7], "big")
-                width = int.from_bytes(data[i + 7:i + 9], "big")
-                return width, height
-            if length < 2:
-                return None
-            i += 2 + length
+            return marker, int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if length < 2:
+            return None
+        i += 2 + length
     return None
+
+
+def _check_jpeg_data(name: str, data: bytes) -> None:
+    """A Huffman-coded JPEG spends at least one bit per 8x8 block (its DC code): a header that declares more
+    blocks than the file has bits is corrupt (libjpeg would allocate and grey-fill the whole declared image)."""
+    frame = _jpeg_frame(data)
+    if frame is None or frame[0] in _JPEG_ARITHMETIC:
+        return
+    _, width, height = frame
+    if -(-width // 8) * -(-height // 8) > 8 * len(data):
+        raise FusionInputError(f"{name}: declares {width}x{height} pixels, more than its {len(data)} bytes can hold "
+                               f"(corrupt or truncated JPEG)")
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -195,7 +260,8 @@ def read_image(path) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        Image file (any format OpenCV decodes; 16-bit PNG/TIFF keep 16 bits).
+        Image file (any format OpenCV decodes; 16-bit PNG/TIFF keep 16 bits), or a RAW frame (an extension in
+        :data:`RAW_EXTENSIONS`; needs rawpy), read as linear 16-bit RGB.
 
     Returns
     -------
@@ -207,8 +273,8 @@ def read_image(path) -> np.ndarray:
     ------
     FusionInputError
         Missing, unreadable, truncated or undecodable file; an image above the decoder limit
-        (:data:`MAX_IMAGE_PIXELS`; checked from the PNG/JPEG header before decoding); unsupported pixel type;
-        non-finite values.
+        (:data:`MAX_IMAGE_PIXELS`; checked from the PNG/JPEG/TIFF header, or LibRaw's, before decoding);
+        unsupported pixel type; non-finite values; a RAW frame without rawpy installed or one LibRaw does not read.
 
     References
     ----------
@@ -226,22 +292,29 @@ def read_image(path) -> np.ndarray:
         raise FusionInputError(f"{p}: cannot read ({e.strerror or e})") from None
     if not data:
         raise FusionInputError(f"{p}: empty file")
+    if p.suffix.lower() in RAW_EXTENSIONS:
+        return _read_raw(p, data)
     if _looks_truncated(data):
         raise FusionInputError(f"{p}: truncated image file")
     size = image_header_size(data)
     if size is not None:
         _check_decoder_limit(str(p), *size)
-    try:
-        img = _quiet_cv2(cv2.imdecode, np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:  # e.g. a TIFF above the limit: OpenCV asserts instead of returning None
-        msg = str(e)
-        if "CV_IO_MAX_IMAGE" in msg:
-            raise FusionInputError(f"{p}: image exceeds the decoder limit ({MAX_IMAGE_PIXELS} pixels; "
-                                   f"CV_IO_MAX_IMAGE_PIXELS)") from None
-        last = " ".join(msg.strip().splitlines()[-1:]).strip()
-        raise FusionInputError(f"{p}: cannot decode image ({last or 'decoder error'})") from None
+    _check_jpeg_data(str(p), data)
+    img, msg = None, ""
+    with _native_stderr() as said:  # libpng/libjpeg/libtiff messages: into the one-line error, not on stderr
+        try:
+            img = _quiet_cv2(cv2.imdecode, np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:  # e.g. a TIFF above the limit: OpenCV asserts instead of returning None
+            msg = " ".join(str(e).strip().splitlines()[-1:]).strip() or "decoder error"
+    if "CV_IO_MAX_IMAGE" in msg:
+        raise FusionInputError(f"{p}: image exceeds the decoder limit ({MAX_IMAGE_PIXELS} pixels; "
+                               f"CV_IO_MAX_IMAGE_PIXELS)")
     if img is None or img.size == 0:
-        raise FusionInputError(f"{p}: cannot decode image (unreadable, truncated or unsupported format)")
+        why = said[-1] if said else msg or "unreadable, truncated or unsupported format"
+        raise FusionInputError(f"{p}: cannot decode image ({why})")
+    cut = [x for x in said if "premature end" in x.lower()]  # libjpeg fills a truncated scan with grey
+    if cut:
+        raise FusionInputError(f"{p}: truncated image data ({cut[0]})")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 3:
@@ -255,6 +328,27 @@ def read_image(path) -> np.ndarray:
         raise FusionInputError(f"{p}: unsupported pixel type {img.dtype} (use 8- or 16-bit images)")
     if img.dtype == np.float32:
         _check_float(img, str(p))
+    return np.ascontiguousarray(img)
+
+
+def _read_raw(p: Path, data: bytes) -> np.ndarray:
+    """A RAW frame as linear 16-bit RGB: LibRaw (through rawpy) demosaics it with the camera white balance."""
+    try:
+        import rawpy
+    except ImportError:
+        raise FusionInputError(f"{p}: {RAW_NEEDS_RAWPY}") from None
+    img, msg = None, ""
+    with _native_stderr() as said:
+        try:
+            with rawpy.imread(io.BytesIO(data)) as raw:
+                _check_decoder_limit(str(p), raw.sizes.raw_width, raw.sizes.raw_height)
+                img = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
+        except (rawpy.LibRawError, rawpy.NotSupportedError) as e:
+            msg = f"{type(e).__name__}: {' '.join(str(e).split()) or 'no detail'}"
+    if img is None:
+        raise FusionInputError(f"{p}: not a RAW file LibRaw reads ({said[-1] if said else msg})")
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint16 or img.size == 0:
+        raise FusionInputError(f"{p}: RAW decoded to an unsupported image ({img.shape}, {img.dtype})")
     return np.ascontiguousarray(img)
 
 
@@ -426,6 +520,25 @@ def write_atomic(path, data) -> Path:
     return p
 
 
+def check_output_format(path, dtype) -> str:
+    """Check that ``path``'s format (its extension) stores ``dtype`` pixels; returns the lower-case extension.
+
+    Raises
+    ------
+    FusionInputError
+        An unknown output format, or one that cannot store ``dtype`` (16-bit images need .png, .tif or PNM).
+    """
+    p, dtype = Path(path), np.dtype(dtype)
+    ext = p.suffix.lower()
+    if ext not in _WRITE_DTYPES:
+        raise FusionInputError(f"{p}: unsupported output format {ext or '(no extension)'!r} "
+                               f"(use one of {', '.join(sorted(_WRITE_DTYPES))})")
+    if dtype.name not in _WRITE_DTYPES[ext]:
+        raise FusionInputError(f"{p}: {ext} cannot store {dtype} pixels (use {'/'.join(_WRITE_DTYPES[ext])}; "
+                               f"16-bit images need .png or .tif)")
+    return ext
+
+
 def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
     """Write an RGB or grayscale array atomically; the format follows the file extension.
 
@@ -456,13 +569,7 @@ def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
        network", Information Fusion 36 (2017) 191-207.
     """
     p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in _WRITE_DTYPES:
-        raise FusionInputError(f"{p}: unsupported output format {ext or '(no extension)'!r} "
-                               f"(use one of {', '.join(sorted(_WRITE_DTYPES))})")
-    if img.dtype.name not in _WRITE_DTYPES[ext]:
-        raise FusionInputError(f"{p}: {ext} cannot store {img.dtype} pixels (use {'/'.join(_WRITE_DTYPES[ext])}; "
-                               f"16-bit images need .png or .tif)")
+    ext = check_output_format(p, img.dtype)
     if p.exists() and not force:
         raise FusionInputError(f"{p}: already exists (use --force to overwrite)")
     if p.is_dir():

@@ -288,3 +288,94 @@ def test_replace_block_between_markers_appends_or_refuses(tmp_path):
         replace_block(plain, "x", "new", append=False)
     assert plain.read_text() == "plain\n"
     assert replace_block(tmp_path / "new.md", "x", "b", append=False) == "<!-- x:start -->\n\nb\n\n<!-- x:end -->\n"
+
+
+# ------------------------------------------------------------------------- 16-bit frames, end to end
+def low_byte_frames(n, size=64, colour=True, seed=3):
+    """``n`` 16-bit frames whose low byte is random (it carries information the high byte does not): a texture
+    in the high byte, frame k sharp in the k-th vertical band and blurred (at 16 bits) elsewhere."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size, 3) if colour else (size, size)
+    coarse, fine = (cv2.GaussianBlur(rng.random(shape), (0, 0), s) for s in (4.0, 1.0))
+    high = 255 * np.clip(0.5 + 6 * (coarse - coarse.mean()) + 2 * (fine - fine.mean()), 0, 1)
+    sharp = np.floor(high) * 256 + rng.integers(0, 256, shape)
+    blur = from_unit(cv2.GaussianBlur(sharp, (0, 0), 2.0) / 65535.0, np.uint16)
+    sharp = sharp.astype(np.uint16)
+    edges = np.linspace(0, size, n + 1).astype(int)
+    frames = []
+    for k in range(n):
+        f = blur.copy()
+        f[:, edges[k]:edges[k + 1]] = sharp[:, edges[k]:edges[k + 1]]
+        frames.append(f)
+    return frames
+
+
+def fuse_at_16_bits(frames, *, series=False, **options):
+    """The float reference: the frames as floats in [0, 1], fused, rounded to 16 bits at the end (in series: at
+    the end of each pair, as the series method rounds its intermediate results to the sources' dtype)."""
+    import pyfusion
+
+    if series:
+        current = frames[0]
+        for nxt in frames[1:]:
+            current = fuse_at_16_bits([current, nxt], **options)
+        return current
+    return from_unit(pyfusion.fuse([to_unit(f) for f in frames], **options).fused, np.uint16)
+
+
+def assert_keeps_low_byte(fused, reference):
+    assert fused.dtype == np.uint16
+    np.testing.assert_array_equal(fused, reference)
+    assert np.unique(fused & 255).size == 256
+
+
+@pytest.mark.parametrize("n, options", [(2, {}), (3, {}), (3, {"series": True}), (2, {"method": "dwt"})],
+                         ids=["pair", "one-pass", "series", "dwt"])
+@pytest.mark.parametrize("colour", [True, False], ids=["rgb", "gray"])
+def test_16bit_frames_fuse_to_16bit(n, options, colour):
+    import pyfusion
+
+    frames = low_byte_frames(n, colour=colour)
+    assert_keeps_low_byte(pyfusion.fuse(frames, **options).fused, fuse_at_16_bits(frames, **options))
+
+
+def test_16bit_frames_fuse_to_16bit_with_alignment():
+    import pyfusion
+    from pyfusion.align import align
+
+    frames = low_byte_frames(3)
+    aligned, _ = align(frames)
+    assert all(a.dtype == np.uint16 for a in aligned)
+    assert_keeps_low_byte(pyfusion.fuse(frames, align=True).fused, fuse_at_16_bits(aligned))
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("n, flags", [(2, []), (3, []), (3, ["--series"]), (3, ["--align"])],
+                         ids=["pair", "one-pass", "series", "align"])
+def test_16bit_files_fuse_to_16bit_from_the_command(tmp_path, ext, n, flags):
+    import pyfusion
+    from pyfusion.cli import main
+
+    frames = low_byte_frames(n)
+    paths = [str(write_image(tmp_path / f"f{k}{ext}", f)) for k, f in enumerate(frames)]
+    out = tmp_path / f"fused{ext}"
+    assert main(["fuse", *paths, "-o", str(out), *flags]) == 0
+    options = {"series": True} if "--series" in flags else {}
+    expected = pyfusion.fuse(frames, align="--align" in flags, **options).fused
+    assert_keeps_low_byte(read_image(out), expected)
+
+
+@pytest.mark.slow
+def test_16bit_stacks_fuse_to_16bit_in_a_batch(tmp_path):
+    import pyfusion
+    from pyfusion.cli import main
+
+    stacks = {"a": low_byte_frames(3, seed=1), "b": low_byte_frames(2, colour=False, seed=2)}
+    for name, frames in stacks.items():
+        (tmp_path / "in" / name).mkdir(parents=True)
+        for k, f in enumerate(frames):
+            write_image(tmp_path / "in" / name / f"f{k}.tif", f)
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--ext", ".tif", "--workers", "1", "--no-progress"]
+    assert main(["batch", *args]) == 0
+    for name, frames in stacks.items():
+        assert_keeps_low_byte(read_image(tmp_path / "out" / f"{name}.tif"), pyfusion.fuse(frames).fused)
