@@ -410,9 +410,16 @@ def metric_tables(results, survey, survey_methods, *, sets: dict, ours: dict, ch
     return "\n".join(out)
 
 
+def _mean_psnr(values) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    same = len(values) - len(finite)
+    return (f"**{np.mean(finite):.2f}**" if finite else "**inf**") + (f" ({same} identical)" if same else "")
+
+
 def psnr_table(root, runs: dict, names, sets: dict) -> str:
     """PSNR (dB) of our images against the published images of the same method (``results/METHOD/``), per image
-    and mean per set, for the methods in ``runs`` (``{method: folder}``) that have published images; "" if none."""
+    and mean per set, for the methods in ``runs`` (``{method: folder}``) that have published images; "" if none.
+    Identical images (infinite PSNR) are left out of a mean and counted beside it."""
     from pyfusion.io import read_image
 
     root = Path(root)
@@ -425,7 +432,7 @@ def psnr_table(root, runs: dict, names, sets: dict) -> str:
              "|---|" + "---:|" * len(cols)]
     lines += [f"| {n} | " + " | ".join(f"{v:.2f}" for v in vals[n]) + " |" for n in names]
     for label, sel in sets.items():
-        lines.append(f"| **mean {label}** | " + " | ".join(f"**{np.mean([vals[n][j] for n in sel]):.2f}**"
+        lines.append(f"| **mean {label}** | " + " | ".join(_mean_psnr([vals[n][j] for n in sel])
                                                          for j in range(len(cols))) + " |")
     return "\n".join(lines) + "\n"
 
