@@ -20,7 +20,7 @@ def _pair(n=48, seed=0):
 
 
 def test_methods_are_public_with_descriptions():
-    assert set(pyfusion.METHODS) == {"cnn", "dwt", "wavelet-cnn", "cnn-plus"}
+    assert set(pyfusion.METHODS) == {"cnn", "dwt", "wavelet-cnn", "cnn-plus", "dtcwt"}
     assert all(isinstance(d, str) and d and "\n" not in d for d in pyfusion.METHODS.values())
 
 
