@@ -1,6 +1,7 @@
 """The occlusion benchmark: the layered-defocus stack generator and the halo measure (fusionlab.occlusion), and
 `python -m fusionlab occlusion-bench` end to end on one tiny stack."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -133,6 +134,17 @@ def test_oracle_and_given_labels(photos):
     edge = occlusion.edge_labels(s)
     halo = occlusion.halo_side_mask(s.planes, s.width)
     assert np.all(edge[halo] == 0) and np.array_equal(edge[s.planes == 0], s.labels[s.planes == 0])
+
+
+def test_enfuse_decision_and_blend(photos):
+    if shutil.which("enfuse") is None:
+        pytest.skip("enfuse is not installed")
+    s = _stack(photos, planes=2, radius=4.0)
+    labels = occlusion.enfuse_labels(s.frames)
+    assert labels.shape == s.planes.shape and set(np.unique(labels)) <= {0, 1, 2}
+    for k in range(3):                                          # one frame everywhere: that frame
+        assert np.array_equal(occlusion.enfuse_blend(s.frames, np.full(s.planes.shape, k, np.int32)), s.frames[k])
+    assert np.array_equal(occlusion.select(s.frames, s.labels)[s.planes == 0], s.frames[0][s.planes == 0])
 
 
 def test_focus_stack_not_built_is_a_runtime_error(photos, tmp_path):

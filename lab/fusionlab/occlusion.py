@@ -56,8 +56,9 @@ from pyfusion.io import read_image, write_image
 
 __all__ = ["OCC_PLANES", "OCC_RADII", "OCC_COVER", "OCC_FUSERS", "FOCUS_STACK", "OcclusionStack", "fit_photo",
            "occluder_alpha", "composite", "make_occlusion_stack", "occlusion_stacks", "band_mask", "halo_side_mask",
-           "halo_scores", "focus_stack_fuse", "fuse", "fuse_with_labels", "edge_labels", "oracle_selection",
-           "DIAGNOSES", "diagnose", "label_agreement", "available", "machine"]
+           "halo_scores", "focus_stack_fuse", "fuse", "fuse_with_labels", "edge_labels", "best_frame_labels",
+           "oracle_selection", "select", "enfuse_labels", "enfuse_blend", "DIAGNOSES", "diagnose", "label_agreement",
+           "available", "machine"]
 
 #: Planes per stack and the stack's largest disk radius (px), cycled over the stacks (12 combinations).
 OCC_PLANES = (2, 3, 4)
@@ -209,9 +210,10 @@ def halo_side_mask(planes: np.ndarray, width: float) -> np.ndarray:
 
 def halo_scores(img: np.ndarray, truth: np.ndarray, planes: np.ndarray, width: float) -> dict:
     """PSNR (dB) and SSIM of ``img`` against ``truth`` (8-bit) in the band (:func:`band_mask`), in the rest, on
-    the whole image, and PSNR on the halo side (:func:`halo_side_mask`): ``band_psnr``, ``band_ssim``,
-    ``rest_psnr``, ``rest_ssim``, ``psnr``, ``ssim``, ``halo_psnr``. The band and rest SSIM are the means of the
-    SSIM map (:data:`fusionlab.synthetic.SSIM_OPTIONS`, averaged over the channels) over their pixels."""
+    the whole image, and PSNR on the band's halo side (:func:`halo_side_mask`) and on its near side (the rest of
+    the band): ``band_psnr``, ``band_ssim``, ``rest_psnr``, ``rest_ssim``, ``psnr``, ``ssim``, ``halo_psnr``,
+    ``near_psnr``. The band and rest SSIM are the means of the SSIM map (:data:`fusionlab.synthetic.SSIM_OPTIONS`,
+    averaged over the channels) over their pixels."""
     from skimage.metrics import structural_similarity
 
     x, y = img.astype(np.float64), truth.astype(np.float64)
@@ -219,9 +221,11 @@ def halo_scores(img: np.ndarray, truth: np.ndarray, planes: np.ndarray, width: f
                                        **synthetic.SSIM_OPTIONS)
     smap = smap.mean(axis=-1) if smap.ndim == 3 else smap
     band, halo = band_mask(planes, width), halo_side_mask(planes, width)
+    near = band & ~halo
     return {"band_psnr": synthetic.psnr(x[band], y[band]), "band_ssim": float(smap[band].mean()),
             "rest_psnr": synthetic.psnr(x[~band], y[~band]), "rest_ssim": float(smap[~band].mean()),
-            "psnr": synthetic.psnr(x, y), "ssim": float(ssim), "halo_psnr": synthetic.psnr(x[halo], y[halo])}
+            "psnr": synthetic.psnr(x, y), "ssim": float(ssim), "halo_psnr": synthetic.psnr(x[halo], y[halo]),
+            "near_psnr": synthetic.psnr(x[near], y[near])}
 
 
 # --------------------------------------------------------------------------------------------------- the fusers
@@ -292,37 +296,86 @@ def edge_labels(stack: OcclusionStack) -> np.ndarray:
     return out
 
 
-def oracle_selection(frames, truth: np.ndarray) -> np.ndarray:
-    """Each pixel from the frame closest to ``truth`` there (sum of absolute differences over the channels): the
-    best any per-pixel selection of frames can do (a bound, not a fuser)."""
+def best_frame_labels(frames, truth: np.ndarray) -> np.ndarray:
+    """int32 ``(H, W)``: at each pixel the frame closest to ``truth`` (sum of absolute differences over the
+    channels; ties to the lower index)."""
     err = np.stack([np.abs(f.astype(np.int32) - truth).reshape(truth.shape[:2] + (-1,)).sum(-1) for f in frames])
-    pick = np.argmin(err, axis=0)
-    return np.take_along_axis(np.stack(frames), pick[None, ..., None] if truth.ndim == 3 else pick[None], 0)[0]
+    return np.argmin(err, axis=0).astype(np.int32)
 
 
-#: One-pass variants and bounds of :func:`diagnose`: label -> (labels: None = the one-pass decision, "true" =
-#: :attr:`OcclusionStack.labels`, "edge" = :func:`edge_labels`, "oracle" = :func:`oracle_selection`; options).
-DIAGNOSES = {"one-pass, gf_radius=2": (None, {"gf_radius": 2}),
-             "one-pass, region_ratio=0 (no small-region step)": (None, {"region_ratio": 0.0}),
-             "true labels": ("true", {}),
-             "true labels, gf_radius=0 (hard blend)": ("true", {"gf_radius": 0}),
-             "true labels, halo side from the occluder's frame": ("edge", {}),
-             "best frame per pixel (bound)": ("oracle", {})}
+def oracle_selection(frames, truth: np.ndarray) -> np.ndarray:
+    """Each pixel from the frame closest to ``truth`` there (:func:`best_frame_labels`, :func:`select`): the best
+    any per-pixel selection of frames can do (a bound, not a fuser)."""
+    return select(frames, best_frame_labels(frames, truth))
 
 
-def diagnose(stack: OcclusionStack, *, threads: int | None = 1) -> dict:
-    """:data:`DIAGNOSES` on one stack: label -> :func:`halo_scores`."""
+def enfuse_labels(frames) -> np.ndarray:
+    """enfuse's decision (:data:`fusionlab.stackbench.ENFUSE_OPTIONS`, one thread): the argmax of the hard masks
+    it saves (``--save-masks``; where it shares a pixel between frames, the lower index), int32 ``(H, W)``."""
+    with tempfile.TemporaryDirectory(prefix="enfuse-masks.") as tmp:
+        stackbench._enfuse(frames, threads=1, extra=(f"--save-masks={tmp}/soft%n.tif:{tmp}/hard%n.tif",))
+        masks = [cv2.imread(f"{tmp}/hard{k + 1}.tif", cv2.IMREAD_UNCHANGED) for k in range(len(frames))]
+    return np.argmax(np.stack(masks), axis=0).astype(np.int32)
+
+
+def enfuse_blend(frames, labels: np.ndarray) -> np.ndarray:
+    """enfuse's multiresolution blend (Burt-Adelson spline) of the frames with the hard masks of ``labels``
+    (``--load-masks``, one thread): its blend on a given decision."""
+    with tempfile.TemporaryDirectory(prefix="enfuse-masks.") as tmp:
+        for k in range(len(frames)):
+            cv2.imwrite(f"{tmp}/m{k + 1}.tif", ((labels == k) * 255).astype(np.float32))
+        return stackbench._enfuse(frames, threads=1, extra=(f"--load-masks={tmp}/m%n.tif:{tmp}/m%n.tif",))
+
+
+def select(frames, labels: np.ndarray) -> np.ndarray:
+    """Each pixel from the frame ``labels`` names (a hard selection, no blend)."""
+    pick = labels[None, ..., None] if frames[0].ndim == 3 else labels[None]
+    return np.take_along_axis(np.stack(frames), pick, 0)[0]
+
+
+#: One-pass variants and bounds of :func:`diagnose`: label -> (decision, blend, options). Decision: None = the
+#: one-pass method's own (run with the options), ``"one-pass"`` its default depth map, ``"true"``
+#: :attr:`OcclusionStack.labels`, ``"edge"`` :func:`edge_labels`, ``"best"`` :func:`best_frame_labels`,
+#: ``"enfuse"`` :func:`enfuse_labels`. Blend: ``"one-pass"`` (:func:`fuse_with_labels` with the options),
+#: ``"enfuse"`` (:func:`enfuse_blend`), ``"select"`` (:func:`select`). The enfuse rows need the program.
+DIAGNOSES = {"one-pass, gf_radius=2": (None, "one-pass", {"gf_radius": 2}),
+             "one-pass, gf_radius=0 (hard blend)": (None, "one-pass", {"gf_radius": 0}),
+             "one-pass, region_ratio=0 (no small-region step)": (None, "one-pass", {"region_ratio": 0.0}),
+             "one-pass labels, enfuse's blend": ("one-pass", "enfuse", {}),
+             "enfuse's labels, one-pass blend": ("enfuse", "one-pass", {}),
+             "enfuse's labels, gf_radius=0 (hard blend)": ("enfuse", "one-pass", {"gf_radius": 0}),
+             "enfuse's labels, enfuse's blend (its masks reloaded)": ("enfuse", "enfuse", {}),
+             "true labels, one-pass blend": ("true", "one-pass", {}),
+             "true labels, gf_radius=0 (hard blend)": ("true", "one-pass", {"gf_radius": 0}),
+             "true labels, halo side from the occluder's frame": ("edge", "one-pass", {}),
+             "best-frame labels, one-pass blend": ("best", "one-pass", {}),
+             "best frame per pixel (bound)": ("best", "select", {})}
+
+
+def diagnose(stack: OcclusionStack, *, depth: np.ndarray | None = None, threads: int | None = 1) -> dict:
+    """:data:`DIAGNOSES` on one stack (the enfuse rows only where the program is installed): label ->
+    :func:`halo_scores`. ``depth``: the one-pass default's depth map, when already computed."""
     import pyfusion
 
+    decisions = {"true": lambda: stack.labels, "edge": lambda: edge_labels(stack),
+                 "best": lambda: best_frame_labels(stack.frames, stack.sharp),
+                 "enfuse": lambda: enfuse_labels(stack.frames),
+                 "one-pass": lambda: depth if depth is not None else
+                 pyfusion.fuse(list(stack.frames), method="cnn", threads=threads).maps["depth_map"]}
+    made = {}
     out = {}
-    for label, (labels, options) in DIAGNOSES.items():
-        if labels == "oracle":
-            fused = oracle_selection(stack.frames, stack.sharp)
-        elif labels is None:
+    for label, (decision, blend, options) in DIAGNOSES.items():
+        if "enfuse" in (decision, blend) and shutil.which("enfuse") is None:
+            continue
+        if decision is None:
             fused = pyfusion.fuse(list(stack.frames), method="cnn", threads=threads, **options).fused
         else:
-            given = stack.labels if labels == "true" else edge_labels(stack)
-            fused = fuse_with_labels(stack.frames, given, threads=threads, **options)
+            if decision not in made:
+                made[decision] = decisions[decision]()
+            given = made[decision]
+            fused = {"one-pass": lambda: fuse_with_labels(stack.frames, given, threads=threads, **options),
+                     "enfuse": lambda: enfuse_blend(stack.frames, given),
+                     "select": lambda: select(stack.frames, given)}[blend]()
         out[label] = halo_scores(fused, stack.sharp, stack.planes, stack.width)
     return out
 

@@ -54,10 +54,11 @@ ENFUSE_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-we
 
 
 # ------------------------------------------------------------------------------------------------ fusing stacks
-def _enfuse(frames, *, threads: int | None = None) -> np.ndarray:
-    """uint8 or uint16 frames fused by the ``enfuse`` program (:data:`ENFUSE_OPTIONS`; ``threads``: its OpenMP
-    threads, default its own choice), through PNG files (enfuse writes grayscale with an alpha channel, which
-    OpenCV misreads in a 16-bit TIFF and reads from a PNG as RGBA); RuntimeError when it fails."""
+def _enfuse(frames, *, threads: int | None = None, extra=()) -> np.ndarray:
+    """uint8 or uint16 frames fused by the ``enfuse`` program (:data:`ENFUSE_OPTIONS` and the options ``extra``;
+    ``threads``: its OpenMP threads, default its own choice), through PNG files (enfuse writes grayscale with an
+    alpha channel, which OpenCV misreads in a 16-bit TIFF and reads from a PNG as RGBA); RuntimeError when it
+    fails."""
     exe = shutil.which("enfuse")
     if exe is None:
         raise RuntimeError("enfuse is not installed")
@@ -65,8 +66,8 @@ def _enfuse(frames, *, threads: int | None = None) -> np.ndarray:
         names = [str(write_image(Path(tmp) / f"f{k:02d}.png", f)) for k, f in enumerate(frames)]
         out = Path(tmp) / "fused.png"
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-        run = subprocess.run([exe, *ENFUSE_OPTIONS, f"--output={out}", *names], capture_output=True, text=True,
-                             env=env)
+        run = subprocess.run([exe, *ENFUSE_OPTIONS, *extra, f"--output={out}", *names], capture_output=True,
+                             text=True, env=env)
         if run.returncode != 0:
             raise RuntimeError(f"enfuse failed ({run.returncode}): {run.stderr.strip()[-300:]}")
         fused = read_image(out)

@@ -30,7 +30,7 @@ from fusionlab.docblocks import replace_block
 from pyfusion.io import write_atomic
 
 PROG = "occlusion-bench"
-SCORES = ("band_psnr", "band_ssim", "halo_psnr", "rest_psnr", "rest_ssim", "psnr", "ssim")
+SCORES = ("band_psnr", "band_ssim", "halo_psnr", "near_psnr", "rest_psnr", "rest_ssim", "psnr", "ssim")
 
 
 def parse_args(argv=None):
@@ -78,8 +78,11 @@ def score_stack(stack, fusers, *, diagnose: bool, threads: int) -> dict:
                                  "seconds": f["seconds"]}
         if fuser == "one-pass":
             row["labels"] = occlusion.label_agreement(f["depth"], stack)
+            row["_depth"] = f["depth"]
     if diagnose:
-        row["diagnosis"] = occlusion.diagnose(stack, threads=threads)
+        depth = row.pop("_depth", None)
+        row["diagnosis"] = occlusion.diagnose(stack, depth=depth, threads=threads)
+    row.pop("_depth", None)
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -89,22 +92,25 @@ def _mean(rows, key, part, score) -> float:
 
 
 def summary(rows, *, command: str, notes=()) -> str:
-    """The markdown: the fusers' table (best band PSNR in bold), who wins the band, the diagnosis table and the
-    one-pass decision's agreement with the true labels in the band, then ``notes``."""
+    """The markdown: the fusers' table (best band PSNR in bold), who wins the band, the one-pass decision's
+    agreement with the true labels in the band, band PSNR by largest radius and by planes, the diagnosis table,
+    then ``notes``."""
     n = len(rows)
     fusers = [f for f in occlusion.OCC_FUSERS if all(f in r["results"] for r in rows)]
     best = max(fusers, key=lambda f: _mean(rows, f, "results", "band_psnr"))
     lines = [f"Means over {n} stacks (`{command}`): PSNR (dB) and SSIM against the all-sharp truth in the band "
              "around the occlusion edges (half-width ceil(R) + 1, R the stack's largest blur radius; "
              f"{np.mean([r['band_share'] for r in rows]):.1%} of the pixels on average), on its halo side (the "
-             "farther plane's part, where a near object's blur falls), in the rest, and on the whole image; "
+             "farther plane's part, where a near object's blur falls) and near side (the rest of the band), in the "
+             "rest of the image, and on the whole image; "
              "wall seconds per stack (one thread).", "",
-             "| fuser | band PSNR | band SSIM | halo side PSNR | rest PSNR | rest SSIM | whole PSNR | whole SSIM | s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| fuser | band PSNR | band SSIM | halo side | near side | rest PSNR | rest SSIM | whole PSNR "
+             "| whole SSIM | s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in fusers:
         m = {s: _mean(rows, f, "results", s) for s in SCORES + ("seconds",)}
         band = f"**{m['band_psnr']:.2f}**" if f == best else f"{m['band_psnr']:.2f}"
-        lines.append(f"| {f} | {band} | {m['band_ssim']:.4f} | {m['halo_psnr']:.2f} | {m['rest_psnr']:.2f} | "
+        lines.append(f"| {f} | {band} | {m['band_ssim']:.4f} | {m['halo_psnr']:.2f} | {m['near_psnr']:.2f} | "
+                     f"{m['rest_psnr']:.2f} | "
                      f"{m['rest_ssim']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['seconds']:.2f} |")
     lines.append("")
     lines.append(f"- band PSNR: {best} is best on average")
@@ -119,15 +125,26 @@ def summary(rows, *, command: str, notes=()) -> str:
         lines.append(f"- one-pass depth map: the true label on {a['band_true']:.1%} of the band and on "
                      f"{a['halo_true']:.1%} of its halo side; the occluder's frame (`edge_labels`) on "
                      f"{a['halo_edge']:.1%} of the halo side")
+    for key, label in (("radius", "R (px)"), ("planes", "planes")):
+        lines += ["", f"Band PSNR by {label}:", "", f"| {label} | stacks | " + " | ".join(fusers) + " |",
+                  "|---:|---:|" + "---:|" * len(fusers)]
+        for value in sorted({r[key] for r in rows}):
+            sel = [r for r in rows if r[key] == value]
+            cells = {f: _mean(sel, f, "results", "band_psnr") for f in fusers}
+            top = max(cells, key=cells.get)
+            lines.append(f"| {value:g} | {len(sel)} | " + " | ".join(
+                f"**{v:.2f}**" if f == top else f"{v:.2f}" for f, v in cells.items()) + " |")
     if rows and all("diagnosis" in r for r in rows) and "one-pass" in fusers:
         lines += ["", "Where the one-pass band error comes from (`--diagnose`; the same stacks):", "",
-                  "| one-pass variant or bound | band PSNR | halo side PSNR | rest PSNR | whole PSNR |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| decision, blend | band PSNR | halo side | near side | rest PSNR | whole PSNR |",
+                  "|---|---:|---:|---:|---:|---:|"]
         variants = [("one-pass (default)", "results", "one-pass")]
+        variants += [("enfuse", "results", "enfuse")] if "enfuse" in fusers else []
         variants += [(k, "diagnosis", k) for k in rows[0]["diagnosis"]]
         for label, part, key in variants:
             lines.append(f"| {label} | " + " | ".join(f"{_mean(rows, key, part, s):.2f}" for s in
-                                                       ("band_psnr", "halo_psnr", "rest_psnr", "psnr")) + " |")
+                                                       ("band_psnr", "halo_psnr", "near_psnr", "rest_psnr",
+                                                        "psnr")) + " |")
     lines += [""] + [f"- {x}" for x in notes]
     return "\n".join(lines) + "\n"
 
@@ -148,7 +165,8 @@ def main(argv=None) -> int:
         return 2
     fusers, why = occlusion.available(args.fusers)
     config = {"photos": str(args.photos), "count": args.count, "seed": args.seed, "start": args.start,
-              "crop": args.crop, "fusers": fusers, "threads": args.threads, "diagnose": args.diagnose,
+              "crop": args.crop, "fusers": fusers, "threads": args.threads,
+              "diagnoses": list(occlusion.DIAGNOSES) if args.diagnose else [],
               "planes": list(occlusion.OCC_PLANES), "radii": list(occlusion.OCC_RADII),
               "cover": list(occlusion.OCC_COVER)}
     done = done_rows(args.json, config, args.fresh)
