@@ -35,7 +35,8 @@ from fusionlab import synthetic
 from pyfusion.io import read_image, write_atomic, write_image
 
 __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "measure_command",
-           "pick_windows", "detail_energy", "agreement", "comparison_figure", "encode_png"]
+           "pick_windows", "detail_energy", "agreement", "comparison_figure", "encode_png", "patch_energy",
+           "undecided_survey", "align_check", "figure_windows", "sharpness"]
 
 #: The N-frame fusers: label -> (method of :func:`pyfusion.fuse`, its options); ``enfuse`` is the external program.
 #: ``one-pass r=0.01``: one pass with the paper's small-region area (0.01 H W) instead of the one-pass default
@@ -466,3 +467,126 @@ def encode_png(img: np.ndarray, *, max_bytes: int) -> tuple[bytes, str]:
         if len(data) <= max_bytes:
             break
     return data, how
+
+
+# ------------------------------------------------------------------------------------ where the stack time goes
+def patch_energy(gray: np.ndarray, score_shape, *, patch: int, stride: int) -> np.ndarray:
+    """A cheap focus measure on the score map's grid: the mean squared 4-neighbour Laplacian of ``gray`` (borders
+    replicated) over each ``patch x patch`` patch with top-left ``(stride*i, stride*j)``, pixels past the image
+    counting as 0 (float64 of ``score_shape``)."""
+    lap = cv2.Laplacian(np.ascontiguousarray(gray, dtype=np.float32), cv2.CV_32F, ksize=1,
+                        borderType=cv2.BORDER_REPLICATE)
+    return _patch_mean(np.square(lap, dtype=np.float64), score_shape, patch=patch, stride=stride)
+
+
+def _patch_mean(values: np.ndarray, score_shape, *, patch: int, stride: int) -> np.ndarray:
+    sh, sw = int(score_shape[0]), int(score_shape[1])
+    padded = np.zeros((max(stride * (sh - 1) + patch, values.shape[0]), max(stride * (sw - 1) + patch,
+                                                                             values.shape[1])))
+    padded[:values.shape[0], :values.shape[1]] = values
+    sat = cv2.integral(padded)
+    r, c = stride * np.arange(sh), stride * np.arange(sw)
+    return (sat[r + patch][:, c + patch] - sat[r][:, c + patch] - sat[r + patch][:, c] + sat[r][:, c]) / patch ** 2
+
+
+def undecided_survey(frames, *, scores=None, margins=(1.25, 1.5, 2.0), floors=(0.0, 1e-3, 3e-3),
+                     tiles=((64, 64), (256, 256)), candidates: int = 3) -> list:
+    """How much of a stack a cheap focus measure settles, and what the net would still have to score.
+
+    Per frame, :func:`patch_energy` spread to pixels by :func:`pyfusion.focus.focus_map` (the net's patch
+    averaging); a pixel is *undecided* when its best frame's measure is at most ``margin`` times the runner-up's
+    and above ``floor`` (below it every frame is flat there). The labels of the rule: the measure's best frame
+    where settled, else the net's best among the measure's top ``candidates`` frames. *Work*: the input area of
+    the winograd tiles (:func:`pyfusion.tiling.tile_plan`, ``tile`` scores a side) holding a score needed by an
+    undecided pixel of a candidate frame, summed over the frames, as a share of the frames' area (the exact path
+    scores each frame whole: 1.0).
+
+    Parameters
+    ----------
+    frames : sequence of ndarray
+        Registered frames.
+    scores : sequence of ndarray, optional
+        Their per-frame score maps (:func:`pyfusion.net.frame_scores`; computed when not given).
+
+    Returns
+    -------
+    list of dict
+        One per (margin, floor): ``margin``, ``floor``, ``undecided`` (share of pixels), ``agree`` (share of
+        pixels whose label is the one-pass argmax's), ``work`` (tile -> share).
+    """
+    from pyfusion import backends, models, net, tiling
+    from pyfusion.focus import focus_map
+    from pyfusion.io import to_gray, to_unit
+
+    m = models.get("cnn")
+    h, w = frames[0].shape[:2]
+    shape = m.score_shape(h, w)
+    grays = [to_gray(to_unit(f)).astype(np.float32) for f in frames]
+    if scores is None:
+        scores = [net.frame_scores(g) for g in grays]
+    focus = np.stack([focus_map(s, (h, w), patch=m.patch, stride=m.stride) for s in scores])
+    exact = focus.argmax(0)
+    cheap = np.stack([focus_map(patch_energy(g, shape, patch=m.patch, stride=m.stride), (h, w), patch=m.patch,
+                                stride=m.stride) for g in grays])
+    order = np.argsort(-cheap, axis=0, kind="stable")
+    ranked = np.take_along_axis(cheap, order[:2], axis=0)
+    cand = order[:candidates]
+    pick = np.take_along_axis(cand, np.take_along_axis(focus, cand, axis=0).argmax(0)[None], axis=0)[0]
+    plans = {t: tiling.tile_plan(h, w, t, model=m, backend=backends.get("winograd")) for t in tiles}
+    rows = []
+    for floor in floors:
+        for margin in margins:
+            undecided = (ranked[0] <= margin * ranked[1]) & (ranked[0] > floor)
+            labels = np.where(undecided, pick, order[0])
+            work = dict.fromkeys(tiles, 0)
+            for k in range(len(frames)):
+                need = _patch_mean((undecided & (cand == k).any(0)).astype(np.float64), shape, patch=m.patch,
+                                   stride=m.stride) > 0
+                for t, plan in plans.items():
+                    work[t] += sum((r.stop - r.start) * (c.stop - c.start) for ro, co, r, c in plan
+                                   if need[ro, co].any())
+            rows.append({"margin": margin, "floor": floor, "undecided": float(undecided.mean()),
+                         "agree": float((labels == exact).mean()),
+                         "work": {f"{t[0]}x{t[1]}": v / (len(frames) * h * w) for t, v in work.items()}})
+    return rows
+
+
+def align_check(stack, *, levels=(0, 1), threads: int | None = 1) -> dict:
+    """:func:`pyfusion.align.align` of a stack's hand-held frames with ECC stopping at each pyramid level of
+    ``levels`` (``finest_level``): ``seconds``, ``corner_error_px`` (against the true transforms) and the one-pass
+    fusion's ``psnr`` against the sharp photo on the crop; and ``true_warp``: the same fusion of the frames warped
+    back by their true transforms (bicubic), on the first level's crop."""
+    from pyfusion.align import _warp, align
+
+    names = [f"image {k + 1}" for k in range(len(stack.frames))]
+    h, w = stack.sharp.shape[:2]
+    out, crop = {}, None
+    for level in levels:
+        t0 = time.perf_counter()
+        aligned, report = align(list(stack.moved), finest_level=level, threads=threads)
+        seconds = time.perf_counter() - t0
+        crop = crop or report.crop
+        fused = fuse_frames(aligned, "one-pass", threads=threads)["fused"]
+        out[level] = {"seconds": seconds, "corner_error_px": _corner_error(report.transforms, stack.transforms,
+                                                                           names, (h, w)),
+                      "psnr": synthetic.scores(fused, _cut(stack.sharp, report.crop))["psnr"]}
+    frames = [_cut(_warp(m, t, (w, h), "cubic"), crop) for m, t in zip(stack.moved, stack.transforms)]
+    true = synthetic.scores(fuse_frames(frames, "one-pass", threads=threads)["fused"], _cut(stack.sharp, crop))
+    return {"levels": out, "true_warp": true["psnr"]}
+
+
+def figure_windows(ours: np.ndarray, other: np.ndarray, *, size: int) -> list:
+    """The crops of the real-stack figure: the two most detailed windows of ``ours`` and the window where it
+    differs most from ``other`` (registered, same shape), ``(x, y, size, size)`` each."""
+    detail = pick_windows(detail_energy(ours), size=size, count=2, margin=size // 4)
+    from pyfusion.io import to_gray, to_unit
+
+    diff = np.abs(to_gray(to_unit(ours)) - to_gray(to_unit(other)))
+    return detail + pick_windows(diff, size=size, count=1, taken=detail, margin=size // 4)
+
+
+def sharpness(img: np.ndarray, window=None) -> float:
+    """Mean gradient energy: the mean squared Sobel gradient magnitude of the grayscale image in [0, 1]
+    (:func:`detail_energy`), on ``window`` ``(x, y, w, h)`` (default the whole image)."""
+    e = detail_energy(img if window is None else _cut(img, window))
+    return float(np.mean(np.square(e)))

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Where the time of a focus stack goes, and what would save it: three measurements, each printed as markdown.
+
+    python -m fusionlab stack-speed undecided --count 12      # the cheap focus measure: share undecided, work left
+    python -m fusionlab stack-speed align --count 12          # ECC stopping at full vs half size, hand-held stacks
+    python -m fusionlab stack-speed sharpness --fused F.png   # pcb: ours vs focus-stack's result in the figure crops
+
+``undecided``: on the real stack (--stack, registered by pyfusion.align) and on --count synthetic stacks
+(fusionlab.synthetic.benchmark_stacks), fusionlab.stackbench.undecided_survey for every margin and floor.
+``align``: fusionlab.stackbench.align_check on --count synthetic hand-held stacks. ``sharpness``: the mean
+gradient energy (fusionlab.stackbench.sharpness) of a fused pcb result (--fused, as `pyfusion fuse --align` writes
+it: cropped to the alignment's common region, whose (x, y) --offset gives) and of focus-stack's expected.jpg
+registered to it, in the three crops of the pcb figure (fusionlab.stackbench.figure_windows).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fusionlab import ROOT, stackbench, synthetic
+from pyfusion.io import read_image
+
+PROG = "stack_speed"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("undecided", "align", "sharpness"))
+    ap.add_argument("--stack", type=Path, default=ROOT.parent / "shared/data/stacks/pcb",
+                    help="the real stack's folder (default ../shared/data/stacks/pcb; expected.jpg is not a frame)")
+    ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"),
+                    help="sharp photos of the synthetic stacks")
+    ap.add_argument("--count", type=int, default=12, help="synthetic stacks (default 12; 0: none)")
+    ap.add_argument("--fused", type=Path, help="sharpness: our fused pcb result")
+    ap.add_argument("--offset", default="auto", help="sharpness: X,Y of --fused in the frames (default: from "
+                    "pyfusion.align of the stack)")
+    ap.add_argument("--crop-size", type=int, default=200, help="sharpness: side of the crops (default 200)")
+    args = ap.parse_args(argv)
+    if args.what == "sharpness" and args.fused is None:
+        ap.error("sharpness needs --fused")
+    if args.count < 0:
+        ap.error("--count must be >= 0")
+    return args
+
+
+def real_frames(stack: Path) -> list:
+    return [read_image(p) for p in sorted(stack.glob("*.jpg")) if p.name != "expected.jpg"]
+
+
+def undecided(args) -> str:
+    from pyfusion.align import align
+
+    lines = ["| stack | frames | size | margin | floor | undecided | labels as the one pass | work, 64x64 tiles | "
+             "work, 256x256 tiles |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+
+    def add(name, frames):
+        for r in stackbench.undecided_survey(frames):
+            lines.append(f"| {name} | {len(frames)} | {frames[0].shape[1]}x{frames[0].shape[0]} | {r['margin']:g} | "
+                         f"{r['floor']:g} | {r['undecided']:.1%} | {r['agree']:.2%} | {r['work']['64x64']:.2f} | "
+                         f"{r['work']['256x256']:.2f} |")
+        print(lines[-1], file=sys.stderr)
+
+    if args.stack.is_dir():
+        add(args.stack.name, align(real_frames(args.stack))[0])
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    for st in synthetic.benchmark_stacks(photos, count=args.count, seed=0) if args.count else ():
+        add(st.name, list(st.frames))
+    return "\n".join(lines) + "\n"
+
+
+def align_table(args) -> str:
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    rows = [stackbench.align_check(st) for st in synthetic.benchmark_stacks(photos, count=args.count, seed=0)]
+    lines = ["| ECC's finest level | seconds (mean) | corner error px (mean / worst) | one-pass PSNR dB (mean) |",
+             "|---|---:|---:|---:|"]
+    for level in rows[0]["levels"]:
+        v = [r["levels"][level] for r in rows]
+        err = [x["corner_error_px"] for x in v]
+        lines.append(f"| {level} ({'full size' if level == 0 else f'1/{2 ** level} size'}) | "
+                     f"{np.mean([x['seconds'] for x in v]):.3f} | {np.mean(err):.3f} / {np.max(err):.3f} | "
+                     f"{np.mean([x['psnr'] for x in v]):.3f} |")
+    lines.append(f"| true transforms | | 0 | {np.mean([r['true_warp'] for r in rows]):.3f} |")
+    return f"{len(rows)} synthetic hand-held stacks (seed 0, one thread)\n\n" + "\n".join(lines) + "\n"
+
+
+def sharpness_table(args) -> str:
+    ours = read_image(args.fused)
+    expected = read_image(args.stack / "expected.jpg")
+    if args.offset == "auto":
+        from pyfusion.align import align
+
+        x, y = align(real_frames(args.stack))[1].crop[:2]
+    else:
+        x, y = (int(v) for v in args.offset.split(","))
+    ag = stackbench.agreement(ours, expected, offset=(x, y))
+    windows = stackbench.figure_windows(ag["ours"], ag["other"], size=args.crop_size)
+    lines = ["| crop (x, y, w, h) | ours | focus-stack | ours / focus-stack |", "|---|---:|---:|---:|"]
+    for w in windows:
+        a, b = stackbench.sharpness(ag["ours"], w), stackbench.sharpness(ag["other"], w)
+        lines.append(f"| {tuple(int(v) for v in w)} | {a:.5f} | {b:.5f} | {a / b:.3f} |")
+    return (f"mean gradient energy (mean squared Sobel magnitude, gray in [0, 1]) of {args.fused.name} and "
+            f"focus-stack's expected.jpg registered to it\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    text = {"undecided": undecided, "align": align_table, "sharpness": sharpness_table}[args.what](args)
+    print(text)
+    print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
