@@ -168,3 +168,116 @@ def test_shipped_band_nets_agree_on_every_backend(name, shared_data, caffe, wino
     for be in ("onnx", "winograd"):
         assert np.abs(net.score_map(a, b, model=name, backend=be) - ref).max() <= 1e-4, be
         assert np.abs(net.score_map(a, b, model=name, backend=be, max_bytes=small) - ref).max() <= 1e-4, be
+
+
+# ------------------------------------------------------------------------------------ transform="dtcwt"
+def _sources(shape, seed=8):
+    """A textured image sharp on the left half in A and on the right half in B, and the sharp image."""
+    rng = np.random.default_rng(seed)
+    sharp = cv2.GaussianBlur(rng.random(shape), (3, 3), 0.7).reshape(shape)
+    blur = cv2.GaussianBlur(sharp, (0, 0), 2.5).reshape(shape)
+    left = np.zeros(shape, bool)
+    left[:, : shape[1] // 2] = True
+    return np.where(left, sharp, blur), np.where(left, blur, sharp), sharp
+
+
+@pytest.mark.parametrize("options", [{}, {"levels": 3}, {"levels": 2, "deep": "net"}, {"bands": "joint"}])
+def test_transform_haar_is_the_default(options):
+    a, b, _ = _sources((64, 72, 3))
+    a, b = from_unit(a, np.uint8), from_unit(b, np.uint8)
+    want = pyfusion.fuse([a, b], method="wavelet-cnn", score_fn=energy_fns(), **options)
+    got = pyfusion.fuse([a, b], method="wavelet-cnn", score_fn=energy_fns(), transform="haar", **options)
+    assert got.fused.tobytes() == want.fused.tobytes()
+    for k in wc.MAPS:
+        assert got.maps[k].tobytes() == want.maps[k].tobytes()
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 53), (101, 77), (64, 48, 3), (45, 33, 1)])
+@pytest.mark.parametrize("levels", [1, 3])
+def test_dtcwt_fusing_an_image_with_itself_returns_it(shape, levels):
+    x = np.random.default_rng(0).random(shape)
+    r = pyfusion.fuse([x, x, x], method="wavelet-cnn", transform="dtcwt", score_fn=energy_fns(), levels=levels)
+    assert r.fused.shape == x.shape and r.fused.dtype == x.dtype
+    assert np.abs(r.fused - x).max() < 1e-10
+
+
+@pytest.mark.parametrize("shape", [(48, 40), (37, 53, 3)])
+@pytest.mark.parametrize("levels", [1, 2, 4])
+def test_dtcwt_low_and_high_decisions_act_on_their_own_bands(shape, levels):
+    """Low from A and high from B: A's DT-CWT lowpass with B's complex sub-bands at every level, per channel."""
+    from pyfusion import dtcwt
+
+    rng = np.random.default_rng(9)
+    a, b = rng.random(shape), rng.random(shape)
+    for low, high, want_from in [(1.0, 1.0, a), (0.0, 0.0, b)]:
+        r = pyfusion.fuse([a, b], method="wavelet-cnn", transform="dtcwt", score_fn=const_fns(low, high), levels=levels)
+        np.testing.assert_allclose(r.fused, want_from, atol=1e-10)
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", transform="dtcwt", score_fn=const_fns(1.0, 0.0), levels=levels)
+    ca, cb = (dtcwt.forward(np.moveaxis(x, -1, 0) if x.ndim == 3 else x, levels=levels) for x in (a, b))
+    want = dtcwt.inverse(dtcwt.Pyramid(ca.lowpass, cb.highpasses, ca.shape))
+    want = np.moveaxis(want, 0, -1) if a.ndim == 3 else want
+    np.testing.assert_allclose(r.fused, np.clip(want, 0, 1), atol=1e-10)
+
+
+def test_dtcwt_net_inputs_match_the_haar_bands():
+    """The low input is the level-1 lowpass's 2x2 block mean; the high input's three channels respond to the
+    orientations of the Haar bands they replace (LH, HL, HH) and, on white noise, have their mean square."""
+    from pyfusion import dtcwt
+
+    noise = np.random.default_rng(10).random((256, 256))
+    low, high = wc.dtcwt_net_inputs(noise)
+    lp = dtcwt.forward(noise, levels=1).lowpass
+    np.testing.assert_allclose(low, lp.reshape(128, 2, 128, 2).mean((1, 3)), atol=1e-12)
+    ll, haar = wc.dwt(noise, 1)
+    haar = np.stack(haar, -1) * data.BAND_SCALE["high"]
+    assert high.shape == haar.shape and low.shape == ll.shape
+    np.testing.assert_allclose(np.square(high).mean((0, 1)), np.square(haar).mean((0, 1)), rtol=0.05)
+    y, x = np.mgrid[:128, :128]
+    for stripes in (np.cos(2.4 * y), np.cos(2.4 * x), np.cos(1.7 * (x + y))):   # horizontal, vertical, diagonal
+        _, high = wc.dtcwt_net_inputs(stripes)
+        _, haar = wc.dwt(stripes, 1)
+        inner = (slice(8, -8), slice(8, -8))
+        assert np.argmax(high[inner].mean((0, 1))) == np.argmax([np.abs(h[inner]).mean() for h in haar])
+
+
+@pytest.mark.parametrize("shape", [(96, 128), (91, 117, 3)])
+def test_dtcwt_synthetic_pair_beats_both_sources(shape):
+    a, b, sharp = _sources(shape, seed=4)
+    r = pyfusion.fuse([a, b], method="wavelet-cnn", transform="dtcwt", score_fn=energy_fns(), levels=2)
+    err = lambda x: np.abs(x - sharp)[:, 8:-8].mean()   # noqa: E731
+    assert err(r.fused) < 0.5 * min(err(a), err(b))
+    assert r.high_decision_map[:, :20].mean() > 0.9 and r.high_decision_map[:, -20:].mean() < 0.1
+
+
+def test_dtcwt_with_the_shipped_nets_three_sources_in_series_and_threads():
+    """The shipped band nets on DT-CWT inputs: better than either source; three sources = the pair's result
+    fused with the third; one or two threads give the same bytes."""
+    a, b, sharp = _sources((96, 128, 3), seed=11)
+    a, b, c = (from_unit(x, np.uint8) for x in (a, b, np.clip(sharp * 0.98, 0, 1)))
+    fuse = lambda imgs, **kw: pyfusion.fuse(imgs, method="wavelet-cnn", transform="dtcwt", **kw)   # noqa: E731
+    r = fuse([a, b], threads=1)
+    truth = from_unit(sharp, np.uint8).astype(float)
+    err = lambda x: np.abs(x.astype(float) - truth)[:, 8:-8].mean()   # noqa: E731
+    assert err(r.fused) < 0.7 * min(err(a), err(b))
+    assert fuse([a, b], threads=2).fused.tobytes() == r.fused.tobytes()
+    assert fuse([a, b, c]).fused.tobytes() == fuse([r.fused, c]).fused.tobytes()
+
+
+def test_dtcwt_errors_are_one_line(tmp_path, capsys):
+    from pyfusion.cli import main
+
+    x = np.random.default_rng(12).random((40, 40))
+    with pytest.raises(ValueError, match="transform must be 'haar' or 'dtcwt', got 'db2'"):
+        wc.fuse([x, x], score_fn=const_fns(), transform="db2")
+    with pytest.raises(ValueError, match="deep='net' needs transform='haar'"):
+        pyfusion.fuse([x, x], method="wavelet-cnn", transform="dtcwt", score_fn=const_fns(), deep="net")
+    paths = [str(tmp_path / f"{k}.png") for k in "ab"]
+    for p in paths:
+        cv2.imwrite(p, from_unit(x, np.uint8))
+    args = ["fuse", *paths, "-o", str(tmp_path / "f.png"), "--method", "wavelet-cnn", "--transform"]
+    assert main(args + ["nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--transform 'nope': choose from haar, dtcwt" in err, err
+    assert main(args + ["dtcwt", "--threads", "1"]) == 0
+    want = pyfusion.fuse([from_unit(x, np.uint8)] * 2, method="wavelet-cnn", transform="dtcwt").fused
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "f.png"), cv2.IMREAD_UNCHANGED), want)

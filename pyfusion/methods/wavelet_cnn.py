@@ -22,6 +22,14 @@ Steps for one pair A, B (colour: decided on the grayscale, applied to every chan
    (``deep="net"``); the deepest LL takes the low decision averaged the same way;
 5. fused coefficients ``W c_A + (1 - W) c_B`` (:func:`fuse_coefficients`) for every channel, inverse DWT, crop.
 
+``transform="dtcwt"`` replaces the Haar DWT with the dual-tree complex wavelet transform (:mod:`pyfusion.dtcwt`,
+filters ``near_sym_a`` and ``qshift_06``) and keeps the shipped nets: they see the level-1 DT-CWT as they saw
+the Haar bands (:func:`dtcwt_net_inputs`: the low net the 2x2 block mean of the level-1 lowpass, the high net
+the magnitudes of the six complex sub-bands, mirrored orientations paired into three channels); the decision
+maps, at the level-1 sub-bands' resolution, weight the complex sub-bands of every level (2x2 block means per
+level, ``deep="derive"``) and the lowpass (each weight repeated over the 2x2 lowpass samples of a sub-band
+sample); the inverse DT-CWT gives the fused image. How it compares with the Haar transform: docs/dtcwt.md.
+
 More than two sources are fused in series, as the ``cnn`` method does.
 
 References
@@ -39,18 +47,23 @@ from typing import Callable
 
 import numpy as np
 
-from pyfusion import models
+from pyfusion import dtcwt, models
 from pyfusion.constants import BAND_SCALE, GF_EPS, REGION_RATIO, THRESHOLD
 from pyfusion.io import to_gray
 from pyfusion.methods.cnn import check_scores, decision_maps, in_series, net_score_fn
 from pyfusion.options import COMMON, CONSISTENCY, NET, Option, pair, replace, resolve
 from pyfusion.util import Stopwatch
 
-__all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "WAVELET", "MAPS", "OPTIONS",
-           "DESCRIPTION"]
+__all__ = ["fuse", "dwt", "idwt", "derive_decision", "fuse_coefficients", "dtcwt_net_inputs", "WAVELET", "MAPS",
+           "OPTIONS", "DESCRIPTION", "TRANSFORMS", "ORIENTATION_PAIRS"]
 
 WAVELET = "haar"      # the training recipe's wavelet (pyfusion.models: recipe "wavelet")
 MODE = "periodization"
+#: The DT-CWT's filters with ``transform="dtcwt"`` (level 1, levels 2..), those of ``method="dtcwt"``.
+BIORT, QSHIFT = "near_sym_a", "qshift_06"
+#: The DT-CWT sub-bands (:data:`pyfusion.dtcwt.ORIENTATIONS`) paired into the high net's three channels, in the
+#: Haar order LH, HL, HH: near-horizontal features (15, 165 degrees), near-vertical (75, 105), diagonal (45, 135).
+ORIENTATION_PAIRS = ((0, 5), (2, 3), (1, 4))
 #: Smallest source side: one 16x16 patch of the level-1 bands.
 MIN_SIZE = 2 * models.get("wavelet_low").patch
 MIN_REASON = f"one {MIN_SIZE // 2}x{MIN_SIZE // 2} band patch of the wavelet nets"
@@ -62,16 +75,19 @@ MAPS = ("low_score_map", "low_decision_map", "high_score_map", "high_decision_ma
 #: The two band nets of the shipped method.
 MODELS = ("wavelet_low", "wavelet_high")
 
-DESCRIPTION = "Haar DWT; a CNN per sub-band (LL; LH/HL/HH) with the paper's consistency steps; inverse DWT"
+DESCRIPTION = ("Haar DWT (or DT-CWT); a CNN per sub-band (LL; LH/HL/HH) with the paper's consistency steps; "
+               "inverse transform")
 #: The options of ``method="wavelet-cnn"``.
 OPTIONS = (*COMMON, *replace(NET, model={
     "type": pair, "default": MODELS, "metavar": "LOW,HIGH",
     "help": "the low-band and the high-band net: registered names or weights files, LOW,HIGH"}),
     *replace(CONSISTENCY, gf_radius={"default": GF_RADIUS_BANDS, "help": "guided filter radius in pixels of the "
                                      "level-1 bands (half the image's)"}),
-    Option("levels", int, 1, "DWT levels (1: the level the nets were trained on)", metavar="N"),
+    Option("transform", str, "haar", "the wavelet transform: Haar DWT (the nets' training) or the dual-tree complex "
+           "wavelet transform", choices=("haar", "dtcwt")),
+    Option("levels", int, 1, "transform levels (1: the level the nets were trained on)", metavar="N"),
     Option("deep", str, "derive", "weights of levels 2..: the level-1 decision averaged, or the high net run on "
-           "the level", choices=("derive", "net")),
+           "the level (Haar only)", choices=("derive", "net")),
     Option("bands", str, "separate", "each band's weights from its own net, or one map from the mean of both nets' "
            "scores", choices=("separate", "joint")),
     Option("score_fn", object, None, "(low_fn, high_fn): pair score functions replacing the two nets", cli=False),
@@ -110,6 +126,32 @@ def _stack(bands) -> np.ndarray:
     return np.stack(bands, axis=-1)
 
 
+def _channels(x: np.ndarray) -> list:
+    return [x] if x.ndim == 2 else [x[..., c] for c in range(x.shape[2])]
+
+
+def _scores(low_fn, high_fn, low_a, low_b, high_a, high_b, m_low, m_high):
+    """The two nets' score maps on the level-1 net inputs (float32), checked against the nets' geometry."""
+    return (check_scores(low_fn(low_a.astype(np.float32), low_b.astype(np.float32)), m_low.score_shape(*low_a.shape)),
+            check_scores(high_fn(high_a.astype(np.float32), high_b.astype(np.float32)),
+                         m_high.score_shape(*low_a.shape)))
+
+
+def _decisions(scores_low, scores_high, guide_a, guide_b, *, bands, threads, band_steps):
+    """The consistency steps on the low and the high score map (``bands="joint"``: one map from their mean)."""
+    if bands == "joint":      # one decision for every band, from the mean of the two nets' scores
+        low = high = decision_maps(0.5 * (scores_low + scores_high), guide_a, guide_b, threads=threads, **band_steps)
+    else:
+        low = decision_maps(scores_low, guide_a, guide_b, threads=threads, **band_steps)
+        high = decision_maps(scores_high, guide_a, guide_b, threads=threads, **band_steps)
+    return low, high
+
+
+def _maps(scores_low, low, scores_high, high) -> dict:
+    return {"low_score_map": scores_low, "low_decision_map": low["decision_map"],
+            "high_score_map": scores_high, "high_decision_map": high["decision_map"]}
+
+
 def _fuse_pair(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, threads, timings, **steps):
     tick = Stopwatch(timings)
     ga, gb = to_gray(a), to_gray(b)
@@ -117,18 +159,11 @@ def _fuse_pair(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, thr
     tick("dwt")
     s_low, s_high = BAND_SCALE["low"], BAND_SCALE["high"]
     low_a, low_b = da1[0] * s_low, db1[0] * s_low
-    scores_low = check_scores(low_fn(low_a.astype(np.float32), low_b.astype(np.float32)),
-                              m_low.score_shape(*low_a.shape))
-    scores_high = check_scores(high_fn((_stack(da1[1]) * s_high).astype(np.float32),
-                                       (_stack(db1[1]) * s_high).astype(np.float32)),
-                               m_high.score_shape(*low_a.shape))
+    scores_low, scores_high = _scores(low_fn, high_fn, low_a, low_b, _stack(da1[1]) * s_high,
+                                      _stack(db1[1]) * s_high, m_low, m_high)
     tick("score_map")
     band_steps = dict(steps, patch=m_low.patch, stride=m_low.stride)
-    if bands == "joint":      # one decision for every band, from the mean of the two nets' scores
-        low = high = decision_maps(0.5 * (scores_low + scores_high), low_a, low_b, threads=threads, **band_steps)
-    else:
-        low = decision_maps(scores_low, low_a, low_b, threads=threads, **band_steps)
-        high = decision_maps(scores_high, low_a, low_b, threads=threads, **band_steps)
+    low, high = _decisions(scores_low, scores_high, low_a, low_b, bands=bands, threads=threads, band_steps=band_steps)
     w_high, w_low = [high["decision_map"]], low["decision_map"]
     shape = w_low.shape
     for lvl in range(2, levels + 1):
@@ -144,10 +179,8 @@ def _fuse_pair(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, thr
         guide_a, guide_b = ca[0] * s_low ** lvl, cb[0] * s_low ** lvl
         w_high.append(decision_maps(sc, guide_a, guide_b, threads=threads, **band_steps)["decision_map"])
     tick("decision_map")
-    channels = [a] if a.ndim == 2 else [a[..., c] for c in range(a.shape[2])]
-    channels_b = [b] if b.ndim == 2 else [b[..., c] for c in range(b.shape[2])]
     out = []
-    for xa, xb in zip(channels, channels_b):
+    for xa, xb in zip(_channels(a), _channels(b)):
         ca, cb = dwt(xa, levels), dwt(xb, levels)
         fused = [fuse_coefficients(ca[0], cb[0], w_low)]
         for k in range(1, levels + 1):           # ca[k]: level levels - k + 1
@@ -156,9 +189,56 @@ def _fuse_pair(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, thr
         out.append(idwt(fused, xa.shape))
     fused = out[0] if a.ndim == 2 else np.stack(out, axis=-1)
     tick("fused")
-    maps = {"low_score_map": scores_low, "low_decision_map": low["decision_map"],
-            "high_score_map": scores_high, "high_decision_map": high["decision_map"]}
-    return fused, maps
+    return fused, _maps(scores_low, low, scores_high, high)
+
+
+def dtcwt_net_inputs(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The band nets' inputs from the level-1 DT-CWT of grayscale image(s) ``(..., H, W)`` in [0, 1].
+
+    Low net: the Haar LL of the level-1 lowpass (:func:`dwt`) times ``BAND_SCALE["low"]``, i.e. its 2x2 block
+    mean, as the net was trained on the image's. High net: per pair of mirrored orientations
+    (:data:`ORIENTATION_PAIRS`), ``sqrt(|z_i|^2 + |z_j|^2)`` times ``BAND_SCALE["high"]``, as the (h, w, 3)
+    channels LH, HL, HH (for white noise each has the Haar detail band's variance).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(..., h, w)`` and ``(..., h, w, 3)`` float64, ``h, w`` the level-1 sub-bands' shape (``ceil(H / 2)``).
+    """
+    pyr = dtcwt.forward(gray, levels=1, biort=BIORT)
+    lp = pyr.lowpass
+    low = 0.25 * (lp[..., 0::2, 0::2] + lp[..., 1::2, 0::2] + lp[..., 0::2, 1::2] + lp[..., 1::2, 1::2])
+    z = np.abs(pyr.highpasses[0])
+    high = np.stack([np.hypot(z[..., i, :, :], z[..., j, :, :]) for i, j in ORIENTATION_PAIRS], axis=-1)
+    return low * (2 * BAND_SCALE["low"]), high * BAND_SCALE["high"]
+
+
+def _fuse_pair_dtcwt(a, b, low_fn, high_fn, *, m_low, m_high, levels, deep, bands, threads, timings, **steps):
+    tick = Stopwatch(timings)
+    (low_a, low_b), (high_a, high_b) = dtcwt_net_inputs(np.stack([to_gray(a), to_gray(b)]))
+    tick("dwt")
+    scores_low, scores_high = _scores(low_fn, high_fn, low_a, low_b, high_a, high_b, m_low, m_high)
+    tick("score_map")
+    band_steps = dict(steps, patch=m_low.patch, stride=m_low.stride)
+    low, high = _decisions(scores_low, scores_high, low_a, low_b, bands=bands, threads=threads, band_steps=band_steps)
+    x = np.stack([a, b]) if a.ndim == 2 else np.moveaxis(np.stack([a, b]), -1, 1)   # (2, [C,] H, W)
+    pyr = dtcwt.forward(x, levels=levels, biort=BIORT, qshift=QSHIFT)
+    w_high, w_low = [high["decision_map"]], low["decision_map"]
+    for band in pyr.highpasses[1:]:                   # levels 2..: ceil(n / 2) samples of the level before
+        w_high.append(derive_decision(w_high[-1], band.shape[-2:]))
+        w_low = derive_decision(w_low, band.shape[-2:])
+    w_low = np.repeat(np.repeat(w_low, 2, axis=0), 2, axis=1)   # the lowpass: 2x2 samples per sub-band sample
+    tick("decision_map")
+    fused = dtcwt.Pyramid(fuse_coefficients(pyr.lowpass[0], pyr.lowpass[1], w_low),
+                          tuple(fuse_coefficients(z[0], z[1], w) for z, w in zip(pyr.highpasses, w_high)), pyr.shape)
+    fused = dtcwt.inverse(fused, biort=BIORT, qshift=QSHIFT)
+    fused = fused if a.ndim == 2 else np.moveaxis(fused, 0, -1)
+    tick("fused")
+    return fused, _maps(scores_low, low, scores_high, high)
+
+
+#: ``transform`` option -> the pair fusion.
+TRANSFORMS = {"haar": _fuse_pair, "dtcwt": _fuse_pair_dtcwt}
 
 
 def fuse(images, **options):
@@ -173,10 +253,13 @@ def fuse(images, **options):
         :data:`MODELS`).
     backend, threads, gpu, max_memory, progress
         As for the ``cnn`` method (:func:`pyfusion.net.score_map`).
+    transform : {"haar", "dtcwt"}, keyword-only
+        ``"haar"`` (default): the Haar DWT the nets were trained on; ``"dtcwt"``: the dual-tree complex wavelet
+        transform with the same nets (module docstring).
     levels : int, keyword-only
-        DWT levels (default 1, the level the nets were trained on).
+        Transform levels (default 1, the level the nets were trained on).
     deep : {"derive", "net"}, keyword-only
-        Weights of levels 2.. (module docstring, step 4).
+        Weights of levels 2.. (module docstring, step 4); ``"net"`` only with ``transform="haar"``.
     bands : {"separate", "joint"}, keyword-only
         ``"separate"``: each band's weights from its own net (the method as published); ``"joint"``: one weight
         map for all bands from the mean of the two nets' score maps.
@@ -196,6 +279,8 @@ def fuse(images, **options):
     """
     o = resolve(OPTIONS, options)
     levels, deep, bands, threads, score_fns = o.levels, o.deep, o.bands, o.threads, o.score_fn
+    if o.transform not in TRANSFORMS:
+        raise ValueError(f"transform must be 'haar' or 'dtcwt', got {o.transform!r}")
     model = pair(o.model) if isinstance(o.model, str) else tuple(o.model)
     if len(model) != 2:
         raise ValueError(f"model must be two nets (low, high), got {o.model!r}")
@@ -203,6 +288,8 @@ def fuse(images, **options):
         raise ValueError(f"levels must be >= 1, got {levels}")
     if deep not in ("derive", "net"):
         raise ValueError(f"deep must be 'derive' or 'net', got {deep!r}")
+    if deep == "net" and o.transform != "haar":
+        raise ValueError(f"deep='net' needs transform='haar' (the high net on deeper Haar bands), got {o.transform!r}")
     if bands not in ("separate", "joint"):
         raise ValueError(f"bands must be 'separate' or 'joint', got {bands!r}")
     if score_fns is None:
@@ -215,6 +302,7 @@ def fuse(images, **options):
     if min(images[0].shape[:2]) < min_side:
         raise ValueError(f"{levels} levels with deep={deep!r} need sources of at least {min_side}x{min_side}")
     steps = dict(region_ratio=o.region_ratio, gf_radius=o.gf_radius, gf_eps=o.gf_eps, threshold=o.threshold)
-    return in_series(images, lambda a, b, timings: _fuse_pair(a, b, *score_fns, m_low=m_low, m_high=m_high,
-                                                              levels=levels, deep=deep, bands=bands, threads=threads,
-                                                              timings=timings, **steps), STAGES)
+    fuse_pair = TRANSFORMS[o.transform]
+    return in_series(images, lambda a, b, timings: fuse_pair(a, b, *score_fns, m_low=m_low, m_high=m_high,
+                                                             levels=levels, deep=deep, bands=bands, threads=threads,
+                                                             timings=timings, **steps), STAGES)
