@@ -1,5 +1,5 @@
 """The readers under mutated input (``python -m fusionlab fuzz-readers``, bounded here), and the bugs it found:
-decoder messages on standard error, grey-filled truncated JPEG scans, JPEG headers declaring huge images."""
+decoder messages on standard error, grey-filled truncated JPEG scans, PNG and JPEG headers declaring huge images."""
 import argparse
 import time
 import zlib
@@ -105,4 +105,19 @@ def test_jpeg_header_declaring_more_pixels_than_the_file_holds(tmp_path):
     flat = tmp_path / "flat.jpg"
     flat.write_bytes(cv2.imencode(".jpg", np.full((3000, 4000), 128, np.uint8),
                                   [cv2.IMWRITE_JPEG_OPTIMIZE, 1, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes())
+    assert read_image(flat).shape == (3000, 4000)
+
+
+def test_png_header_declaring_more_pixels_than_the_file_holds(tmp_path):
+    """A 32767x32767 IHDR (CRC valid) in a 12 kB file: refused from the header (libpng first allocated the
+    declared image: 2 GB), while a flat 4000x3000 PNG at the strongest compression (about 1000:1) still reads."""
+    data = bytearray(cv2.imencode(".png", texture())[1].tobytes())
+    data[16:24] = (32767).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path = tmp_path / "huge.png"
+    path.write_bytes(data)
+    with pytest.raises(FusionInputError, match="declares 32767x32767 pixels, more than its"):
+        read_image(path)
+    flat = tmp_path / "flat.png"
+    flat.write_bytes(cv2.imencode(".png", np.zeros((3000, 4000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1])
     assert read_image(flat).shape == (3000, 4000)
