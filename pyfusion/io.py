@@ -22,7 +22,12 @@ Conventions
   and 2^20 per side unless ``$CV_IO_MAX_IMAGE_PIXELS``/``$CV_IO_MAX_IMAGE_WIDTH``/``$CV_IO_MAX_IMAGE_HEIGHT``
   say otherwise, as for OpenCV); a larger image raises the one-line :class:`FusionInputError`
   ``"<file>: image of WxH exceeds the decoder limit (...)"``. Other formats (BigTIFF, WebP, ...) are left to
-  OpenCV, whose refusal (an exception) becomes the same kind of one-line error.
+  OpenCV, whose refusal (an exception) becomes the same kind of one-line error. A PNG or Huffman-coded JPEG
+  whose header declares more pixels than its bytes can encode is refused from the header too
+  (:func:`_check_data_size`).
+* What the native decoders print on standard error while decoding is captured (:func:`_native_stderr`): a failed
+  decode's one-line error ends with the decoder's reason; warnings on a file that decodes are dropped, except a
+  JPEG scan that ends early (libjpeg fills the rest with grey), which is refused as truncated.
 * Writing is atomic (:func:`write_atomic`, which :func:`write_image` uses for the encoded image): the bytes go
   to a temporary file in the destination's directory, which is fsync'ed and moved over the destination with
   :func:`os.replace`; on any failure the temporary file is removed and an existing destination is left untouched.
@@ -289,7 +294,8 @@ def read_image(path) -> np.ndarray:
     ------
     FusionInputError
         Missing, unreadable, truncated or undecodable file; an image above the decoder limit
-        (:data:`MAX_IMAGE_PIXELS`; checked from the PNG/JPEG/TIFF header, or LibRaw's, before decoding);
+        (:data:`MAX_IMAGE_PIXELS`; checked from the PNG/JPEG/TIFF header, or LibRaw's, before decoding) or above
+        what the PNG/JPEG file's bytes can encode;
         unsupported pixel type; non-finite values; a RAW frame without rawpy installed or one LibRaw does not read.
 
     References
