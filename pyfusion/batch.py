@@ -32,13 +32,14 @@ import re
 import time
 from pathlib import Path
 
+from pyfusion.io import RAW_EXTENSIONS
 from pyfusion.util import cores
 
 __all__ = ["find_stacks", "fuse_stack", "run_batch", "plan_workers", "IMAGE_EXTS", "SUMMARY_JSON", "SUMMARY_CSV",
            "BatchError"]
 
 #: File extensions read as frames.
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm") + RAW_EXTENSIONS
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 FIELDS = ("name", "frames", "width", "height", "seconds", "status", "error", "output", "resumed")

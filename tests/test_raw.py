@@ -77,6 +77,17 @@ def test_raw_stack_fuses_to_16bit_from_the_command(tmp_path, ext):
     assert np.unique(fused & 255).size == 256
 
 
+def test_a_batch_reads_raw_stacks(tmp_path):
+    """A folder of DNG frames is a stack for `pyfusion batch` too: 16-bit TIFF out, equal to the command's."""
+    stack = tmp_path / "in" / "s1"
+    stack.mkdir(parents=True)
+    frames = bands(3, stack)
+    assert main(["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--ext", ".tif", "--threads", "1",
+                 "--workers", "1"]) == 0
+    fused = read_image(tmp_path / "out" / "s1.tif")
+    np.testing.assert_array_equal(fused, pyfusion.fuse([read_image(f) for f in frames]).fused)
+
+
 def test_raw_to_jpeg_is_refused_before_fusing(tmp_path, capsys, monkeypatch):
     frames = bands(2, tmp_path)
     monkeypatch.setattr(pyfusion.fusion, "fuse", lambda *a, **k: pytest.fail("fused before checking the output"))
