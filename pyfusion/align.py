@@ -4,15 +4,19 @@ Each frame is registered to the reference (the middle frame by default) with Ope
 (:func:`cv2.findTransformECC`, Evangelidis & Psarakis 2008) on Gaussian pyramids of the grayscale images
 (:func:`pyfusion.io.to_gray`, float32), coarsest level first: the estimate of one level, scaled by two, starts
 the next. By default ECC stops at half size (``finest_level=1``) and the estimate is scaled to full size: on
-synthetic hand-held stacks its corner error was no larger than that of ECC at full size, at a third of the time
-(docs/stacks.md); ``finest_level=0`` runs the full size too. A frame that moves no image corner by more than
-``still`` (0.05 px) is not resampled. ECC maximises the enhanced correlation coefficient, so the exposure may differ between frames, and
-defocus (a zero-phase blur) hardly biases it. The motion is affine (default: shift, rotation, scale for focus
-breathing, shear), a homography, euclidean (shift and rotation) or a translation.
+synthetic hand-held stacks its corner error was no larger than that of ECC at full size, at 0.37 of the time
+(docs/stacks.md, "Speed"); ``finest_level=0`` runs the full size too (finer on sharp, finely textured frames).
+A frame that moves no image corner by more than ``still`` (0.05 px) is not resampled. ECC maximises the enhanced
+correlation coefficient, so the exposure may differ between frames, and defocus (a zero-phase blur) hardly
+biases it. The motion is affine (default: shift, rotation, scale for focus breathing, shear), a homography,
+euclidean (shift and rotation) or a translation.
 
 Accuracy (tests/test_align.py): a synthetic 5-frame stack with shifts of a few px, rotations < 1 degree, 1-3%
-scale and blurred frames is recovered to <= 0.05 px (affine) and <= 0.08 px (homography) at the corners and
-the centre on skimage's astronaut, <= 0.11 / 0.17 px on a less textured photo (BSDS500 val 101085). Frames that differ in focus bias the parameters beyond a translation a little: a pure (3, -2) px shift
+scale and blurred frames is recovered by full-size ECC (``finest_level=0``) to <= 0.05 px (affine) and <= 0.08 px
+(homography) at the corners and the centre on skimage's astronaut, <= 0.11 / 0.17 px on a less textured photo
+(BSDS500 val 101085); by the default half-size ECC to 0.09 / 0.14 px on the astronaut. On the synthetic
+hand-held focus stacks of docs/stacks.md half size was the more accurate (0.18 against 0.21 px mean corner error).
+Frames that differ in focus bias the parameters beyond a translation a little: a pure (3, -2) px shift
 between two sources sharp in different regions comes back within 0.04-0.3 px at the corners with affine (more
 for stronger defocus) but within 0.05 px with ``motion="translation"``; use the simplest model that fits.
 
