@@ -1,6 +1,7 @@
 """N frames in one pass (pyfusion.methods.stack, pyfusion.net.frame_scores): the per-frame score algebra of the
 linear head, the small-region removal on label maps, a synthetic focus stack (fake scores and the shipped net),
 the series path unchanged, N = 2 forced, the depth map and the CLI's --depth files."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -346,3 +347,14 @@ def test_cli_series_flag(tmp_path):
     series = cv2.imread(str(tmp_path / "s.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(series, cv2.imread(str(tmp_path / "abc.png"), cv2.IMREAD_UNCHANGED))
     assert not np.array_equal(series, cv2.imread(str(tmp_path / "o.png"), cv2.IMREAD_UNCHANGED))
+
+
+def test_progress_names_each_pass_and_counts_the_frames(capsys):
+    sharp, frames, truth = synthetic_stack(n=3, h=64, w=96)
+    quiet, _, _ = stack.fuse(frames, frame_fn=fake_frame_fn)
+    assert capsys.readouterr().err == ""
+    fused, _, _ = stack.fuse(frames, frame_fn=fake_frame_fn, progress=True)
+    err = capsys.readouterr().err
+    for stage in ("stack: score maps", "stack: guide", "stack: weights and blend"):
+        assert re.search(rf"{stage}: 100%[^\r\n]* 3/3 ", err), err
+    np.testing.assert_array_equal(fused, quiet)

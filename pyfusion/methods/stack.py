@@ -150,6 +150,15 @@ def _check_scores(s, expected, k: int) -> np.ndarray:
     return s.astype(np.float64)
 
 
+def _frames(images, stage: str, progress: bool):
+    """``images``, with a progress bar on stderr naming the stage and counting the frames when ``progress``."""
+    if not progress:
+        return images
+    from tqdm import tqdm
+
+    return tqdm(images, desc=f"stack: {stage}", unit="frame")
+
+
 def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> Callable:
     from pyfusion import net  # imported lazily, as in the pairwise method
 
@@ -174,6 +183,9 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         ``frame_fn(gray) -> scores``: a frame's score map (float32 grayscale ``(H, W)`` in [0, 1] in, the net's
         score-map shape out, larger = sharper; any monotone scale). Default: :func:`pyfusion.net.frame_scores`
         with ``model``, ``backend``, ``threads``, ``max_bytes``, ``progress``.
+    progress : bool, optional
+        Progress bars on stderr: one per pass (``stack: score maps``, ``stack: guide``, ``stack: weights and
+        blend``), counting the frames; the net's tiles below the first where a frame is tiled.
     region_ratio, gf_radius, gf_eps
         As the pairwise method (8, 0.1 for the guided filter), except the small-region area: 0.003 H W
         (``constants.REGION_RATIO_STACK``) instead of the paper's 0.01, whose regions are those of a two-region map
@@ -206,7 +218,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
     best = np.full((h, w), -np.inf)
     labels = np.zeros((h, w), np.int32)
-    for k, img in enumerate(images):
+    for k, img in enumerate(_frames(images, "score maps", progress)):
         gray = to_gray(to_unit(img))
         tick("fused")  # conversions: counted with the blend
         s = _check_scores(frame_fn(gray.astype(np.float32)), expected, k)
@@ -225,7 +237,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     tick("cleaned_map")
     # pass 2: the guide, the grayscale initial fusion by the depth map
     guide = np.empty((h, w))
-    for k, img in enumerate(images):
+    for k, img in enumerate(_frames(images, "guide", progress)):
         mask = depth == k
         if mask.any():
             guide[mask] = to_gray(to_unit(img))[mask]
@@ -234,7 +246,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     channels = images[0].shape[2:]
     acc = np.zeros((h, w) + tuple(channels))
     wsum = np.zeros((h, w))
-    for k, img in enumerate(images):
+    for k, img in enumerate(_frames(images, "weights and blend", progress)):
         mask = depth == k
         if not mask.any():
             continue
