@@ -58,7 +58,8 @@ __all__ = ["OCC_PLANES", "OCC_RADII", "OCC_COVER", "OCC_FUSERS", "FOCUS_STACK", 
            "occluder_alpha", "composite", "make_occlusion_stack", "occlusion_stacks", "band_mask", "halo_side_mask",
            "halo_scores", "focus_stack_fuse", "fuse", "fuse_with_labels", "edge_labels", "best_frame_labels",
            "oracle_selection", "select", "enfuse_labels", "enfuse_blend", "DIAGNOSES", "diagnose", "label_agreement",
-           "available", "machine"]
+           "HALO_DECISIONS", "HALO_BLENDS", "HALO_CANDIDATES", "DEFAULT_CANDIDATE", "candidates_fused",
+           "choose_candidate", "available", "machine"]
 
 #: Planes per stack and the stack's largest disk radius (px), cycled over the stacks (12 combinations).
 OCC_PLANES = (2, 3, 4)
@@ -388,6 +389,47 @@ def label_agreement(depth: np.ndarray, stack: OcclusionStack) -> dict:
     return {"band_true": float(np.mean(depth[band] == stack.labels[band])),
             "halo_true": float(np.mean(depth[halo] == stack.labels[halo])),
             "halo_edge": float(np.mean(depth[halo] == edge[halo]))}
+
+
+# -------------------------------------------------------------------------------------------- the halo-fix candidates
+#: Decisions of the halo-fix candidates: label -> None (the one-pass depth map as is) or ``(width, focus_radius)`` of
+#: :func:`pyfusion.refine_stack.redecide_band` (the depth map's boundary band re-decided by the local focus measure).
+HALO_DECISIONS = {"depth map": None, **{f"band {b} r={r}": (b, r) for b in (4, 8, 16) for r in (1, 2)}}
+#: Blends of the halo-fix candidates: label -> ``("guided", gf_radius)`` (:func:`pyfusion.refine_stack.guided_blend`,
+#: the one-pass blend) or ``("pyramid", levels)`` (:func:`pyfusion.refine_stack.pyramid_blend`; None: all levels).
+HALO_BLENDS = {"gf r=8": ("guided", 8), "gf r=2": ("guided", 2), "pyramid 4": ("pyramid", 4),
+               "pyramid all": ("pyramid", None)}
+#: Every decision with every blend, named ``"DECISION + BLEND"``; the first is the one-pass default itself.
+HALO_CANDIDATES = tuple(f"{d} + {b}" for d in HALO_DECISIONS for b in HALO_BLENDS)
+DEFAULT_CANDIDATE = HALO_CANDIDATES[0]
+
+
+def candidates_fused(frames, depth: np.ndarray, names, *, threads: int | None = 1) -> dict:
+    """The named :data:`HALO_CANDIDATES` on registered ``frames`` and the one-pass default's ``depth`` map (each
+    decision made once): name -> the fused image. ``DEFAULT_CANDIDATE`` reproduces the one-pass default's image."""
+    from pyfusion import refine_stack
+
+    decided, out = {}, {}
+    for name in names:
+        decision, blend = name.split(" + ")
+        if decision not in decided:
+            spec = HALO_DECISIONS[decision]
+            decided[decision] = depth if spec is None else refine_stack.redecide_band(
+                frames, depth, width=spec[0], focus_radius=spec[1])
+        kind, value = HALO_BLENDS[blend]
+        out[name] = (refine_stack.guided_blend(frames, decided[decision], gf_radius=value, threads=threads)
+                     if kind == "guided" else refine_stack.pyramid_blend(frames, decided[decision], levels=value))
+    return out
+
+
+def choose_candidate(band: dict, whole: dict, layered: dict | None = None, *, tolerance: float = 0.1) -> str | None:
+    """The halo fix's selection rule (fixed before any tuning run): among the candidates whose mean whole-image PSNR
+    is not lower than :data:`DEFAULT_CANDIDATE`'s by more than ``tolerance`` dB on the occlusion stacks
+    (``whole``: name -> mean PSNR) and on the layered stacks of the stack benchmark (``layered``, where given), the
+    one with the highest mean band PSNR (``band``); None when none is admissible."""
+    ok = [c for c in band if whole[c] >= whole[DEFAULT_CANDIDATE] - tolerance and
+          (layered is None or layered[c] >= layered[DEFAULT_CANDIDATE] - tolerance)]
+    return max(ok, key=band.get) if ok else None
 
 
 def available(fusers) -> tuple[list, dict]:

@@ -4,9 +4,15 @@ Stacks from BSDS500 val photos (fusionlab.occlusion.occlusion_stacks: 2-4 planes
 from other photos, the layered defocus model; photos start.. and seed as given), fused by our one-pass default,
 series, wavelet-cnn, dwt, enfuse and focus-stack (each with its defaults), scored by PSNR and SSIM in a band of
 half-width ceil(R) + 1 around the occlusion edges (R the stack's largest blur radius), in the rest and on the whole
-image (fusionlab.occlusion.halo_scores); --diagnose adds one-pass variants and bounds (fusionlab.occlusion.DIAGNOSES).
+image (fusionlab.occlusion.halo_scores); --diagnose adds one-pass variants and bounds (fusionlab.occlusion.DIAGNOSES);
+--candidates adds halo-fix candidates on the one-pass depth map (fusionlab.occlusion.HALO_CANDIDATES; "all": the
+grid, with the selection rule's choice, fusionlab.occlusion.choose_candidate), and --layered N scores them also on
+the first N layered stacks of the stack benchmark (fusionlab.synthetic.benchmark_stacks, same photos and seed;
+registered frames; whole-image PSNR and SSIM).
 
     python -m fusionlab occlusion-bench --count 20 --seed 0 --diagnose --doc docs/stacks.md
+    python -m fusionlab occlusion-bench --count 20 --seed 1 --start 50 --fusers one-pass --candidates all \
+        --layered 12 --json runs/halo_tuning.json
 
 Every stack's numbers go to --json after each stack; a rerun with the same configuration keeps the stacks
 already there (resumes), --fresh starts over. The summary (markdown) is printed and, with --doc, written between
@@ -24,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fusionlab import ROOT, occlusion
+from fusionlab import ROOT, occlusion, synthetic
 from fusionlab.commands.stack_bench import done_rows
 from fusionlab.docblocks import replace_block
 from pyfusion.io import write_atomic
@@ -43,6 +49,11 @@ def parse_args(argv=None):
     ap.add_argument("--fusers", default=";".join(occlusion.OCC_FUSERS),
                     help=f"semicolon-separated, from {', '.join(occlusion.OCC_FUSERS)} (default all that can run)")
     ap.add_argument("--diagnose", action="store_true", help="also the one-pass variants and bounds")
+    ap.add_argument("--candidates", default="",
+                    help='semicolon-separated halo-fix candidates (fusionlab.occlusion.HALO_CANDIDATES), or "all"; '
+                         "the one-pass default's is always added")
+    ap.add_argument("--layered", type=int, default=0, metavar="N",
+                    help="also score the candidates on the stack benchmark's first N layered stacks (default 0)")
     ap.add_argument("--threads", type=int, default=1, help="threads per fusion (default 1)")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/occlusion_bench.json",
                     help="per-stack results (default runs/occlusion_bench.json)")
@@ -54,15 +65,29 @@ def parse_args(argv=None):
     unknown = [f for f in args.fusers if f not in occlusion.OCC_FUSERS]
     if unknown:
         ap.error(f"unknown fuser(s) {', '.join(unknown)}; choose from {', '.join(occlusion.OCC_FUSERS)}")
-    if args.count < 1 or args.threads < 1 or (args.crop is not None and args.crop < 16):
-        ap.error("--count and --threads must be >= 1, --crop >= 16")
+    names = occlusion.HALO_CANDIDATES if args.candidates == "all" else [c for c in args.candidates.split(";") if c]
+    unknown = [c for c in names if c not in occlusion.HALO_CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidate(s) {'; '.join(unknown)}; choose from {'; '.join(occlusion.HALO_CANDIDATES)}")
+    args.candidates = [occlusion.DEFAULT_CANDIDATE] * bool(names) + [c for c in names if c != occlusion.DEFAULT_CANDIDATE]
+    if args.layered and not args.candidates:
+        ap.error("--layered needs --candidates")
+    if args.count < 1 or args.threads < 1 or args.layered < 0 or (args.crop is not None and args.crop < 16):
+        ap.error("--count and --threads must be >= 1, --layered >= 0, --crop >= 16")
     return args
 
 
-def score_stack(stack, fusers, *, diagnose: bool, threads: int) -> dict:
+def _depth(frames, threads: int) -> np.ndarray:
+    import pyfusion
+
+    return pyfusion.fuse(list(frames), method="cnn", threads=threads).maps["depth_map"]
+
+
+def score_stack(stack, fusers, *, diagnose: bool, threads: int, candidates=()) -> dict:
     """One stack: every fuser's :func:`fusionlab.occlusion.halo_scores` and wall ``seconds``; the one-pass depth
     map's :func:`~fusionlab.occlusion.label_agreement`; with ``diagnose`` the :func:`~fusionlab.occlusion.diagnose`
-    scores."""
+    scores; the ``candidates``' :func:`~fusionlab.occlusion.halo_scores` (:func:`~fusionlab.occlusion.candidates_fused`
+    on the one-pass depth map)."""
     t0 = time.perf_counter()
     band = occlusion.band_mask(stack.planes, stack.width)
     row = {"stack": stack.name, "planes": int(stack.radii.shape[0]), "frames": len(stack.frames),
@@ -79,24 +104,74 @@ def score_stack(stack, fusers, *, diagnose: bool, threads: int) -> dict:
         if fuser == "one-pass":
             row["labels"] = occlusion.label_agreement(f["depth"], stack)
             row["_depth"] = f["depth"]
+    depth = row.pop("_depth", None)
     if diagnose:
-        depth = row.pop("_depth", None)
         row["diagnosis"] = occlusion.diagnose(stack, depth=depth, threads=threads)
-    row.pop("_depth", None)
+    if candidates:
+        depth = _depth(stack.frames, threads) if depth is None else depth
+        fused = occlusion.candidates_fused(stack.frames, depth, candidates, threads=threads)
+        row["candidates"] = {c: occlusion.halo_scores(f, stack.sharp, stack.planes, stack.width)
+                             for c, f in fused.items()}
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def score_layered(stack, candidates, *, threads: int) -> dict:
+    """One layered stack of the stack benchmark (registered frames): the ``candidates``' PSNR and SSIM against the
+    sharp photo."""
+    from fusionlab import synthetic
+
+    fused = occlusion.candidates_fused(stack.frames, _depth(stack.frames, threads), candidates, threads=threads)
+    return {"stack": stack.name, "frames": len(stack.frames),
+            "candidates": {c: synthetic.scores(f, stack.sharp) for c, f in fused.items()}}
+
+
+def _done_layered(path: Path, config: dict, fresh: bool) -> dict:
+    """Layered stack name -> row of an earlier run with the same configuration (as ``done_rows`` for the stacks)."""
+    old = {} if fresh or not path.is_file() else json.loads(path.read_text(encoding="utf-8"))
+    return {r["stack"]: r for r in old.get("layered", [])} if old.get("config") == config else {}
 
 
 def _mean(rows, key, part, score) -> float:
     return float(np.mean([r[part][key][score] for r in rows]))
 
 
-def summary(rows, *, command: str, notes=()) -> str:
+def candidate_lines(rows, layered=()) -> list:
+    """The candidates' table (means over the stacks; the layered stacks' whole PSNR where given) and, when the whole
+    grid ran, the selection rule's choice (:func:`fusionlab.occlusion.choose_candidate`)."""
+    names = list(rows[0]["candidates"])
+    cols = ("band_psnr", "halo_psnr", "near_psnr", "rest_psnr", "psnr")
+    means = {c: {s: _mean(rows, c, "candidates", s) for s in cols} for c in names}
+    lay = {c: _mean(layered, c, "candidates", "psnr") for c in names} if layered else None
+    base = means[occlusion.DEFAULT_CANDIDATE]
+    head = "| candidate (decision + blend) | band PSNR | halo side | near side | rest PSNR | whole PSNR | band vs default"
+    head += f" | whole vs default | layered whole PSNR ({len(layered)} stacks) | vs default |" if layered else " |"
+    lines = ["", f"Halo-fix candidates on the one-pass depth map ({len(rows)} stacks; `{occlusion.DEFAULT_CANDIDATE}` "
+             "is the one-pass default):", "", head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+    for c in names:
+        m = means[c]
+        cells = [f"{m[s]:.2f}" for s in cols] + [f"{m['band_psnr'] - base['band_psnr']:+.2f}",
+                                                 f"{m['psnr'] - base['psnr']:+.2f}"]
+        if lay:
+            cells += [f"{lay[c]:.2f}", f"{lay[c] - lay[occlusion.DEFAULT_CANDIDATE]:+.2f}"]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if set(names) == set(occlusion.HALO_CANDIDATES):
+        pick = occlusion.choose_candidate({c: means[c]["band_psnr"] for c in names},
+                                          {c: means[c]["psnr"] for c in names}, lay)
+        lines += ["", f"- the selection rule (`occlusion.choose_candidate`: the best band PSNR among the candidates "
+                  f"whose whole-image PSNR is within 0.1 dB of the default's or above{', on both sets' if lay else ''})"
+                  f" picks: `{pick}`"]
+    return lines
+
+
+def summary(rows, *, command: str, notes=(), layered=()) -> str:
     """The markdown: the fusers' table (best band PSNR in bold), who wins the band, the one-pass decision's
     agreement with the true labels in the band, band PSNR by largest radius and by planes, the diagnosis table,
     then ``notes``."""
     n = len(rows)
     fusers = [f for f in occlusion.OCC_FUSERS if all(f in r["results"] for r in rows)]
+    if not fusers:
+        return "\n".join(candidate_lines(rows, layered) + [""] + [f"- {x}" for x in notes]) + "\n"
     best = max(fusers, key=lambda f: _mean(rows, f, "results", "band_psnr"))
     lines = [f"Means over {n} stacks (`{command}`): PSNR (dB) and SSIM against the all-sharp truth in the band "
              "around the occlusion edges (half-width ceil(R) + 1, R the stack's largest blur radius; "
@@ -145,6 +220,8 @@ def summary(rows, *, command: str, notes=()) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{_mean(rows, key, part, s):.2f}" for s in
                                                        ("band_psnr", "halo_psnr", "near_psnr", "rest_psnr",
                                                         "psnr")) + " |")
+    if rows and all("candidates" in r for r in rows):
+        lines += candidate_lines(rows, layered)
     lines += [""] + [f"- {x}" for x in notes]
     return "\n".join(lines) + "\n"
 
@@ -154,6 +231,10 @@ def command_line(args) -> str:
     parts += [f"--start {args.start}"] if args.start else []
     parts += [f"--crop {args.crop}"] if args.crop else []
     parts += ["--diagnose"] if args.diagnose else []
+    if args.candidates:
+        given = "all" if len(args.candidates) == len(occlusion.HALO_CANDIDATES) else ";".join(args.candidates[1:])
+        parts += [f"--candidates '{given}'"] if given else ["--candidates '" + occlusion.DEFAULT_CANDIDATE + "'"]
+    parts += [f"--layered {args.layered}"] if args.layered else []
     return " ".join(parts)
 
 
@@ -168,22 +249,35 @@ def main(argv=None) -> int:
               "crop": args.crop, "fusers": fusers, "threads": args.threads,
               "diagnoses": list(occlusion.DIAGNOSES) if args.diagnose else [],
               "planes": list(occlusion.OCC_PLANES), "radii": list(occlusion.OCC_RADII),
-              "cover": list(occlusion.OCC_COVER)}
+              "cover": list(occlusion.OCC_COVER), "candidates": args.candidates, "layered": args.layered}
     done = done_rows(args.json, config, args.fresh)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     stacks = occlusion.occlusion_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
     for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
-        rows.append(done.get(stack.name) or score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads))
+        rows.append(done.get(stack.name) or score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads,
+                                                        candidates=args.candidates))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
+    layered, done_layered = [], _done_layered(args.json, config, args.fresh)
+    for stack in tqdm(synthetic.benchmark_stacks(photos, count=args.layered, seed=args.seed, start=args.start,
+                                                 crop=args.crop),
+                      total=args.layered, desc="layered stacks", unit="stack", disable=args.no_progress):
+        t0 = time.perf_counter()
+        layered.append(done_layered.get(stack.name) or {**score_layered(stack, args.candidates, threads=args.threads),
+                                                        "seconds": time.perf_counter() - t0})
+        write_atomic(args.json, json.dumps({"config": config, "stacks": rows, "layered": layered}, indent=1) + "\n")
     skipped = {f: w for r in rows for f, w in r["skipped"].items()}
     shape = sorted({f"{w}x{h}" for h, w in (r["shape"] for r in rows)})
-    notes = [f"{f}: not run, {w}" for f, w in why.items()] + [f"{f}: skipped, {w}" for f, w in skipped.items()]
+    notes = [f"{f}: not run, {w}" for f, w in why.items() if f in args.fusers] + [f"{f}: skipped, {w}" for f, w in skipped.items()]
     notes += [f"stacks of {', '.join(shape)} px (photos {args.start}-{args.start + args.count - 1} as backgrounds), "
               f"2-4 planes, 3-4 frames, R cycled over {', '.join(f'{r:g}' for r in occlusion.OCC_RADII)} px",
-              f"the whole run: {sum(r['seconds'] for r in rows) / 60:.1f} min wall on {occlusion.machine()}, "
+              f"the whole run: {sum(r['seconds'] for r in rows + layered) / 60:.1f} min wall on {occlusion.machine()}, "
               f"{datetime.date.today().isoformat()}"]
-    text = summary(rows, command=command_line(args), notes=notes)
+    if layered:
+        notes.insert(-1, f"layered stacks: the stack benchmark's first {len(layered)} (photos {args.start}-"
+                         f"{args.start + len(layered) - 1}, seed {args.seed}, "
+                         f"{min(r['frames'] for r in layered)}-{max(r['frames'] for r in layered)} frames)")
+    text = summary(rows, command=command_line(args), notes=notes, layered=layered)
     print(text)
     if args.doc:
         replace_block(args.doc, "occlusion_bench", text)

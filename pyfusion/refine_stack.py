@@ -1,0 +1,220 @@
+"""Depth edges of a focus stack: the one-pass depth map re-decided near its label boundaries, and two blends.
+
+The one-pass stack path (:mod:`pyfusion.methods.stack`) decides per 16x16 patch, so near an occlusion (a near
+object in front of a far one) its label boundary lies up to a patch away from the true edge, and the frames
+blended there show the rim of the near object blurred or its blur spread over the background (a *halo*). These
+functions work on its cleaned label map (the depth map: int32 frame indices) and its sources, one frame at a time
+(the sources are read once per pass; O(1) full-resolution maps whatever the number of frames):
+
+* :func:`label_band`: the pixels within ``width`` px (chessboard distance) of a pixel with another label;
+* :func:`redecide_band`: inside that band, each pixel to the frame of largest local focus measure
+  (:func:`pyfusion.methods.cnn_plus.focus_measure`, the local energy of the Laplacian) where it is larger than the
+  depth map's own frame's, as ``cnn-plus`` does for pairs;
+* :func:`guided_blend`: the one-pass blend (the guided filter of each frame's one-hot mask, guided by the
+  grayscale initial fusion, negatives clipped, normalised; then the weighted sum);
+* :func:`pyramid_blend`: the multiresolution spline of Burt and Adelson [1]_ on the hard labels (each frame's
+  Laplacian pyramid weighted by the Gaussian pyramid of its one-hot mask, summed, collapsed), so the transition
+  between frames is as wide as each band's scale: fine detail switches within a pixel or two, smooth shading
+  blends over a wide area.
+
+References
+----------
+.. [1] P. J. Burt, E. H. Adelson, "A multiresolution spline with application to image mosaics", ACM Transactions
+   on Graphics 2(4) (1983) 217-236.
+.. [2] K. He, J. Sun, X. Tang, "Guided image filtering", IEEE TPAMI 35(6) (2013) 1397-1409.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from pyfusion.constants import GF_EPS, GF_RADIUS
+from pyfusion.io import from_unit, to_gray, to_unit
+from pyfusion.methods.cnn_plus import focus_measure
+from pyfusion.refine import guided_filter
+
+__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels"]
+
+
+def _labels(labels) -> np.ndarray:
+    out = np.asarray(labels)
+    if out.ndim != 2 or not np.issubdtype(out.dtype, np.integer):
+        raise ValueError(f"label map must be a 2-D integer array, got {out.dtype} {out.shape}")
+    return out
+
+
+def label_band(labels: np.ndarray, width: int) -> np.ndarray:
+    """The pixels whose ``(2 width + 1)^2`` window (clipped at the borders) holds another label than their own:
+    a band ``width`` px wide on each side of every label boundary. Bool ``(H, W)``; all False for ``width <= 0``."""
+    lab = _labels(labels)
+    if width <= 0:
+        return np.zeros(lab.shape, bool)
+    size = 2 * int(width) + 1
+    return ndimage.maximum_filter(lab, size=size, mode="nearest") != ndimage.minimum_filter(lab, size=size,
+                                                                                             mode="nearest")
+
+
+def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int) -> np.ndarray:
+    """The label map with its boundary band re-decided pixel by pixel by a local focus measure.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        The frames (one shape; uint8, uint16 or float in [0, 1]), label ``k`` = ``images[k]``; read once, in order.
+    labels : numpy.ndarray
+        int ``(H, W)``: the depth map (frame indices).
+    width : int
+        Half-width of :func:`label_band` (0: the map is returned unchanged).
+    focus_radius : int
+        Window radius of the focus measure (:func:`pyfusion.methods.cnn_plus.focus_measure` of each frame's
+        grayscale).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 ``(H, W)``, a new array: in the band, the frame with the largest focus measure (ties to the lower
+        index) where that is strictly larger than the measure of the frame ``labels`` names; elsewhere ``labels``.
+    """
+    lab = _labels(labels)
+    if width < 0 or focus_radius < 0:
+        raise ValueError(f"width and focus_radius must be >= 0, got {width}, {focus_radius}")
+    out = lab.astype(np.int32, copy=True)
+    zone = label_band(lab, width)
+    if not zone.any():
+        return out
+    best = np.full(lab.shape, -np.inf)
+    arg = np.zeros(lab.shape, np.int32)
+    own = np.full(lab.shape, np.inf)
+    for k, img in enumerate(images):
+        if img.shape[:2] != lab.shape:
+            raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
+        f = focus_measure(to_gray(to_unit(img)), focus_radius)
+        mine = lab == k
+        own[mine] = f[mine]
+        better = f > best
+        best[better] = f[better]
+        arg[better] = k
+    sel = zone & (best > own)
+    out[sel] = arg[sel]
+    return out
+
+
+def guided_blend(images, labels: np.ndarray, *, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
+                 threads: int | None = None) -> np.ndarray:
+    """The one-pass blend of :mod:`pyfusion.methods.stack` (its steps 6-7) on a label map.
+
+    The guide is the grayscale initial fusion (each pixel's gray value from the frame of its label); each labelled
+    frame's weight is the guided filter (``gf_radius``, ``gf_eps``) of its one-hot mask, negatives clipped to 0;
+    the weights are normalised to sum 1 at each pixel and the frames summed with them, rounded to the frames'
+    dtype. Two passes over ``images`` (guide; weights and blend). ``gf_radius`` 0: the hard selection.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        The frames (one shape and dtype), label ``k`` = ``images[k]``.
+    labels : numpy.ndarray
+        int ``(H, W)`` frame indices.
+    gf_radius, gf_eps : optional
+        The guided filter's (default the paper's 8 and 0.1).
+    threads : int, optional
+        Threads of the guided filter's box means (the result does not depend on it).
+
+    Returns
+    -------
+    numpy.ndarray
+        The fused image, in the frames' dtype.
+    """
+    lab = _labels(labels)
+    h, w = lab.shape
+    guide = np.empty((h, w))
+    dtype = None
+    for k, img in enumerate(images):
+        dtype = img.dtype
+        mask = lab == k
+        if mask.any():
+            guide[mask] = to_gray(to_unit(img))[mask]
+    acc, wsum = None, np.zeros((h, w))
+    for k, img in enumerate(images):
+        mask = lab == k
+        if acc is None:
+            acc = np.zeros(img.shape, np.float64)
+        if not mask.any():
+            continue
+        wk = guided_filter(guide, mask.astype(np.float64), radius=gf_radius, eps=gf_eps, threads=threads)
+        del mask
+        np.maximum(wk, 0.0, out=wk)
+        wsum += wk
+        x = to_unit(img)
+        acc += x * (wk[:, :, None] if x.ndim == 3 else wk)
+        del x, wk
+    if acc is None:
+        raise ValueError("need one or more frames")
+    # the unclipped weights sum to 1 (the guided filter of a constant), the clipped ones to at least that
+    np.maximum(wsum, np.finfo(np.float64).tiny, out=wsum)
+    acc /= wsum[:, :, None] if acc.ndim == 3 else wsum
+    return from_unit(acc, dtype)
+
+
+def max_levels(shape) -> int:
+    """The most pyramid levels of an ``(H, W)`` image: ``floor(log2(min(H, W)))`` (the coarsest level 1-3 px)."""
+    return max(0, int(math.floor(math.log2(max(1, min(int(shape[0]), int(shape[1])))))))
+
+
+def _gaussian_pyramid(x: np.ndarray, levels: int) -> list:
+    out = [x]
+    for _ in range(levels):
+        out.append(cv2.pyrDown(out[-1]))
+    return out
+
+
+def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> np.ndarray:
+    """Burt and Adelson's multiresolution spline [1]_ of the frames on a hard label map.
+
+    Each frame's Laplacian pyramid (OpenCV's ``pyrDown`` / ``pyrUp``, the 5-tap binomial kernel, borders reflected)
+    is weighted level by level by the Gaussian pyramid of its one-hot mask ``labels == k``; the weighted levels are
+    summed over the frames and the sum collapsed. The masks' pyramids sum to 1 at every level (the kernel keeps
+    constants), so no normalisation is needed; each frame is read once.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        The frames (one shape and dtype; 1, 3 or 4 channels), label ``k`` = ``images[k]``.
+    labels : numpy.ndarray
+        int ``(H, W)`` frame indices.
+    levels : int, optional
+        Pyramid levels below full resolution (0: a hard selection); default and at most :func:`max_levels`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The fused image, in the frames' dtype (clipped to its range).
+    """
+    lab = _labels(labels)
+    top = max_levels(lab.shape)
+    levels = top if levels is None else int(levels)
+    if levels < 0:
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    levels = min(levels, top)
+    acc, dtype = None, None
+    for k, img in enumerate(images):
+        if img.shape[:2] != lab.shape:
+            raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
+        dtype = img.dtype
+        mask = lab == k
+        if not mask.any():
+            continue
+        g = _gaussian_pyramid(to_unit(img), levels)
+        m = _gaussian_pyramid(mask.astype(np.float64), levels)
+        parts = [g[i] - cv2.pyrUp(g[i + 1], dstsize=g[i].shape[1::-1]) for i in range(levels)] + [g[levels]]
+        del g
+        parts = [p * (mi[:, :, None] if p.ndim == 3 else mi) for p, mi in zip(parts, m)]
+        acc = parts if acc is None else [a + p for a, p in zip(acc, parts)]
+    if acc is None:
+        raise ValueError("no frame is named by the label map")
+    out = acc[-1]
+    for i in range(levels - 1, -1, -1):
+        out = cv2.pyrUp(out, dstsize=acc[i].shape[1::-1]) + acc[i]
+    return from_unit(out, dtype)
