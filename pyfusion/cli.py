@@ -31,6 +31,11 @@ small-region removal) is written as a colour-mapped PNG (viridis, first frame da
 index, 16-bit, in PATH with the suffix _index.png; two sources: from the pairwise cleaned map (0 = the first
 source); not with --series on three or more sources.
 
+cnn on three or more files without --align reads each frame from its file when it is needed (every file's header
+is checked first; one decoded frame in memory at a time, the same result): --max-memory GB then caps the whole
+process while it fuses (default 3.5 or less where less is free; the stack's maps take about 140 + 8 x channels
+bytes per pixel, the network's tiles get the rest). Elsewhere --max-memory is the network's budget.
+
 Reference: Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural
 network", Information Fusion 36 (2017) 191-207."""
 
@@ -40,7 +45,8 @@ examples:
   pyfusion fuse f1.tif f2.tif f3.tif f4.tif -o fused.tif --depth depth.png
   pyfusion fuse a.png b.png -o fused.png --method dwt --maps maps/
   pyfusion fuse a.jpg b.jpg c.jpg -o fused.png --align --align-motion homography -v
-  pyfusion fuse a.png b.png -o fused.png --backend onnx --threads 4 --max-memory 2"""
+  pyfusion fuse a.png b.png -o fused.png --backend onnx --threads 4 --max-memory 2
+  pyfusion fuse stack/*.tif -o fused.tif --max-memory 3 --progress"""
 
 BATCH_HELP = """\
 Fuse every focus stack under IN_DIR into OUT_DIR on Dask (pyfusion.batch).
@@ -210,8 +216,8 @@ def _check_outputs(args, map_names=()) -> None:
 
 
 def _fuse(args) -> int:
-    from pyfusion.fusion import fuse
-    from pyfusion.io import check_output_format, map_to_uint8, read_image, validate_images, write_image
+    from pyfusion.fusion import fuse, streams
+    from pyfusion.io import FrameSequence, check_output_format, map_to_uint8, read_image, validate_images, write_image
 
     if not args.align and (args.align_fill or args.skip_unaligned or args.align_motion != "affine"
                            or args.align_interp):
@@ -232,8 +238,11 @@ def _fuse(args) -> int:
                              "makes no depth map")
         if args.depth.suffix.lower() != ".png":
             raise ValueError(f"--depth {args.depth}: must be a .png file")
-    images = [read_image(path) for path in args.sources]
-    validate_images(images, names=args.sources, min_size=min_size, min_reason=min_reason)
+    if streams(args.sources, method=args.method, align=args.align):  # frames read as needed, headers checked now
+        images = FrameSequence(args.sources, min_size=min_size, min_reason=min_reason)
+    else:
+        images = [read_image(path) for path in args.sources]
+        validate_images(images, names=args.sources, min_size=min_size, min_reason=min_reason)
     check_output_format(args.output, images[0].dtype)  # e.g. 16-bit sources to .jpg: before fusing, not after
     if args.verbose:
         h, w = images[0].shape[:2]

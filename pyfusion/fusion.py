@@ -14,13 +14,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pyfusion.io import FusionInputError, read_image, to_unit, validate_images
-from pyfusion.options import check
+from pyfusion.io import FrameSequence, FusionInputError, read_image, to_unit, validate_images
+from pyfusion.options import check, gb_to_bytes
 
-__all__ = ["FusionResult", "fuse", "evaluate", "METHODS", "method_options"]
+__all__ = ["FusionResult", "fuse", "evaluate", "streams", "METHODS", "method_options", "STACK_MEMORY"]
 
 #: Fusion methods: name -> module under pyfusion.methods.
 _MODULES = {"cnn": "cnn", "dwt": "dwt", "dtcwt": "dtcwt", "wavelet-cnn": "wavelet_cnn", "cnn-plus": "cnn_plus"}
+#: The methods that go over the sources one frame at a time (``cnn``: the one-pass stack, the series of pairs):
+#: :func:`fuse` reads a stack of their files as the frames are needed (:func:`streams`).
+_STREAMING = ("cnn",)
+#: Default cap (GB, 2**30 bytes) on the memory of a fusion that reads its frames as needed (:func:`streams`): the
+#: process's resident memory it plans for, at most this and at most what it holds plus 3/4 of MemAvailable.
+STACK_MEMORY = 3.5
+#: The one-pass stack's own maps at their peak, bytes per pixel: ``_STACK_PIXEL + _STACK_CHANNEL`` x channels
+#: (measured peak at 4000x3000 besides the score maps: 143 grey, 155 RGB; the maps of
+#: :mod:`pyfusion.methods.stack`, the guided filter's and the small-region removal's).
+_STACK_PIXEL, _STACK_CHANNEL = 140, 8
+#: The smallest budget left to the score-map stage under a cap (bytes): below it the cap is refused.
+_MIN_SCORE_BYTES = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -133,15 +145,72 @@ def evaluate(sources, fused, reference=None) -> dict:
     return out
 
 
+def streams(images, *, method: str = "cnn", align=False) -> bool:
+    """Whether :func:`fuse` reads these sources from their files as they are needed instead of holding them all.
+
+    True for three or more paths (or a :class:`pyfusion.io.FrameSequence`) fused without alignment by a method
+    that goes over its sources one frame at a time (``cnn``: the one-pass stack and the series of pairs). The
+    fused image is the same either way; the frames' memory is one frame's instead of all of them, and
+    ``max_memory`` caps the whole fusion (:func:`fuse`).
+    """
+    if method not in _STREAMING or align:
+        return False
+    if isinstance(images, FrameSequence):
+        return True
+    if isinstance(images, (str, os.PathLike, np.ndarray)):
+        return False
+    items = list(images)
+    return len(items) >= 3 and all(isinstance(x, (str, os.PathLike)) for x in items)
+
+
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _plan_memory(frames: FrameSequence, options: dict) -> dict:
+    """``options`` with ``max_memory``, the cap (GB) on the process's memory while it fuses ``frames`` (default
+    :data:`STACK_MEMORY`), turned into the score-map stage's budget: the cap less what the process holds and the
+    one-pass maps of this frame size. Unchanged with a ``gpu`` (the budget is the GPU's) or a score function."""
+    if any(options.get(k) is not None for k in ("gpu", "frame_fn", "score_fn")):
+        return options
+    from pyfusion.tiling import default_max_bytes
+    from pyfusion.util import available_bytes
+
+    h, w = frames.shape[:2]
+    held = _resident_bytes()
+    maps = (_STACK_PIXEL + _STACK_CHANNEL * (frames.shape[2] if len(frames.shape) == 3 else 1)) * h * w
+    if options.get("max_memory") is None:  # the default cap: today's score-map budget wherever it fits under it
+        cap = min(STACK_MEMORY * 2**30, held + 0.75 * available_bytes())
+        default = default_max_bytes()
+        budget = min(default, max(int(cap - held - maps), _MIN_SCORE_BYTES))
+        return options if budget == default else {**options, "max_memory": budget / 2**30}
+    cap = gb_to_bytes(options["max_memory"])
+    budget = cap - held - maps
+    if budget < _MIN_SCORE_BYTES:
+        need = (held + maps + _MIN_SCORE_BYTES) / 2**30
+        raise ValueError(f"max_memory {options['max_memory']:g} GB is too little for {len(frames)} frames of "
+                         f"{w}x{h}: the process holds {held / 2**30:.2f} GB and the stack's maps take about "
+                         f"{maps / 2**30:.2f} GB; give at least {need:.1f}")
+    return {**options, "max_memory": budget / 2**30}
+
+
 def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult:
     """Fuse two or more multi-focus images.
 
     Parameters
     ----------
-    images : sequence of numpy.ndarray or path
+    images : sequence of numpy.ndarray or path, or pyfusion.io.FrameSequence
         Two or more registered sources of one shape (``(H, W)``, ``(H, W, 1)`` or RGB ``(H, W, 3)``) and one
         dtype (uint8, uint16, or float in [0, 1]), ``H, W >= 16``. Paths are read with
-        :func:`pyfusion.io.read_image`. The arrays are never modified.
+        :func:`pyfusion.io.read_image`. The arrays are never modified. Three or more paths fused by ``cnn``
+        without ``align`` are read as the method needs them (:func:`streams`, a
+        :class:`pyfusion.io.FrameSequence`: every file's header checked first, one decoded frame held at a time);
+        the result is the same as of the frames held in memory.
     method : str, optional
         A name of :data:`METHODS`: ``"cnn"`` (default; the siamese CNN of Liu et al. 2017,
         :mod:`pyfusion.methods.cnn`), ``"wavelet-cnn"`` (:mod:`pyfusion.methods.wavelet_cnn`), ``"dwt"`` (the
@@ -157,7 +226,11 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         The method's options, as it declares them (``OPTIONS`` of its module; :func:`method_options`; the table
         in docs/options.md). Every method takes ``threads`` and ``progress``; the net-based ones ``model``,
         ``backend``, ``gpu`` and ``max_memory`` (GB). An option the method does not take is a ValueError naming
-        the options it takes.
+        the options it takes. ``max_memory`` is the score-map stage's budget, except where the frames are read
+        as needed (:func:`streams`; on the CPU, with the net): there it caps the process's resident memory while
+        it fuses (default :data:`STACK_MEMORY` GB, or less where less is free), planned as what the process holds,
+        the one-pass maps (about ``140 + 8 C`` bytes per pixel, C channels) and the score-map tiles in what is
+        left; a cap below what the maps need is a ValueError saying how much they need.
 
     Returns
     -------
@@ -186,8 +259,17 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     options = check(method, impl.OPTIONS, options)
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         raise FusionInputError("images must be a sequence of two or more images or paths")
+    if streams(images, method=method, align=align):
+        if not isinstance(images, FrameSequence):
+            images = FrameSequence(images, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
+        validate_images([images[0]] * 2, names=images.names[:1] * 2, min_size=impl.MIN_SIZE,
+                        min_reason=impl.MIN_REASON)
+        fused, maps, timings = impl.fuse(images, **_plan_memory(images, options))
+        return FusionResult(fused=fused, maps=dict(maps or {}), method=method,
+                            timings={**timings, "total": time.perf_counter() - t_start})
     items = list(images)
-    names = [str(x) if isinstance(x, (str, os.PathLike)) else f"image {k + 1}" for k, x in enumerate(items)]
+    names = list(images.names) if isinstance(images, FrameSequence) else [
+        str(x) if isinstance(x, (str, os.PathLike)) else f"image {k + 1}" for k, x in enumerate(items)]
     arrays = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
     arrays = validate_images(arrays, names=names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
     report, t_align = None, {}

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import operator
 import os
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -68,6 +70,8 @@ __all__ = [
     "image_header_size",
     "RAW_EXTENSIONS",
     "check_output_format",
+    "frame_header",
+    "FrameSequence",
 ]
 
 #: Pixel types accepted by the pipeline.
@@ -615,3 +619,181 @@ def write_image(path, img: np.ndarray, *, force: bool = False) -> Path:
         return write_atomic(p, buf.tobytes())
     except OSError as e:
         raise FusionInputError(f"{p}: cannot write ({e.strerror or e})") from None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Bytes of a file :func:`frame_header` reads first (a JPEG whose frame header lies further is read on).
+_HEADER_BYTES = 1 << 16
+
+
+def frame_header(path) -> tuple[int, int, int | None, np.dtype | None] | None:
+    """What :func:`read_image` would return for ``path``, from the file's header alone (no pixels decoded).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file.
+
+    Returns
+    -------
+    (width, height, channels, dtype) or None
+        The size from a PNG, JPEG or classic TIFF header; ``channels`` (1 or 3, as :func:`read_image` returns
+        them: alpha dropped, palettes expanded) and ``dtype`` (uint8, uint16 or float32) from PNG (IHDR) and TIFF
+        (first image file directory) headers, None where the header does not settle them (JPEG, unusual TIFF
+        layouts). None for other formats (RAW, WebP, ...) or a header that cannot be read: the decoder then has
+        its say.
+
+    Raises
+    ------
+    FusionInputError
+        A missing, empty or unreadable file (the one-line messages of :func:`read_image`).
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(_HEADER_BYTES)
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return _tiff_header(fh, "little" if head[:2] == b"II" else "big")
+            if head.startswith(b"\xff\xd8") and _jpeg_frame(head) is None:
+                head += fh.read()  # long APPn segments (EXIF thumbnails) before the frame header
+    except FileNotFoundError:
+        raise FusionInputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise FusionInputError(f"{p}: is a directory, not an image") from None
+    except OSError as e:
+        raise FusionInputError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not head:
+        raise FusionInputError(f"{p}: empty file")
+    if head.startswith(_PNG_SIGNATURE) and len(head) >= 26 and head[12:16] == b"IHDR":
+        depth, colour = head[24], head[25]  # colour types 2, 3, 4, 6 (RGB, palette, grey + alpha, RGBA) read as RGB
+        channels = 1 if colour == 0 else 3 if colour in (2, 3, 4, 6) else None
+        return (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), channels,
+                np.dtype(np.uint16 if depth == 16 else np.uint8))
+    size = image_header_size(head)
+    return None if size is None else (*size, None, None)
+
+
+def _tiff_header(fh, order: str) -> tuple[int, int, int | None, np.dtype | None] | None:
+    """:func:`frame_header` of a classic TIFF from its open file ``fh`` (the first directory may lie anywhere)."""
+    def read(at: int, n: int) -> bytes:
+        fh.seek(at)
+        return fh.read(n)
+
+    def u(b: bytes) -> int:
+        return int.from_bytes(b, order)
+
+    ifd = u(read(4, 4))
+    entries = read(ifd + 2, 12 * u(read(ifd, 2)))
+    tags = {}  # tag -> first value: width 256, height 257, bits 258, photometric 262, samples 277, format 339
+    for e in (entries[i:i + 12] for i in range(0, len(entries) - 11, 12)):
+        tag, typ, count = u(e[0:2]), u(e[2:4]), u(e[4:8])
+        size = {3: 2, 4: 4}.get(typ)
+        if tag in (256, 257, 258, 262, 277, 339) and size and count:
+            tags[tag] = u(e[8:8 + size] if count * size <= 4 else read(u(e[8:12]), size))
+    if 256 not in tags or 257 not in tags:
+        return None
+    bits, samples, palette = tags.get(258, 1), tags.get(277, 1), tags.get(262) == 3
+    channels = 3 if palette or samples in (3, 4) else 1 if samples == 1 else None
+    dtype = {(1, 8): np.uint8, (1, 16): np.uint16, (3, 32): np.float32}.get((tags.get(339, 1), bits))
+    return tags[256], tags[257], channels, None if dtype is None or palette else np.dtype(dtype)
+
+
+class FrameSequence(Sequence):
+    """The frames of a focus stack, read from their files when they are used: any number of frames in the
+    memory of one.
+
+    A read-only sequence (``len``, ``frames[k]``, iteration, slices) that decodes frame ``k``
+    (:func:`read_image`) each time it is asked for another frame than the last one, and keeps only that last
+    frame. Made for methods that go over the frames in passes, one frame at a time (the one-pass stack,
+    :mod:`pyfusion.methods.stack`, and the series of pairs): the pixels they get are those of
+    :func:`read_image`, so the fusion is the same as of the frames held in memory.
+
+    Every frame is checked when the sequence is made, without decoding it: the first frame is decoded and checked
+    (:func:`validate_images`), every other file's header (:func:`frame_header`: it exists, its size, and where the
+    header says, its channels and bit depth) is compared with the first frame. A frame is checked again when it is
+    decoded; what the header could not show (a frame that does not decode, a JPEG's channels) is then the same
+    one-line :class:`FusionInputError`, naming the frame's file.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Two or more image files of one size, channel count and bit depth.
+    min_size : int, optional
+        Smallest side the fusion method takes, and ``min_reason`` says why (as :func:`validate_images`).
+
+    Attributes
+    ----------
+    names : tuple of str
+        The frames' paths as given (their names in errors).
+    shape, dtype
+        Of every frame (the first frame's).
+    decodes : int
+        Frames decoded so far (including the first).
+
+    Raises
+    ------
+    FusionInputError
+        Fewer than two paths, a missing or unreadable file, a frame that differs from the first.
+    """
+
+    def __init__(self, paths, *, min_size: int = 1, min_reason: str = ""):
+        if isinstance(paths, (str, os.PathLike)):
+            raise FusionInputError("frames must be a sequence of two or more paths")
+        self._files = tuple(str(p) for p in paths)
+        if len(self._files) < 2:
+            raise FusionInputError(f"need at least two source images, got {len(self._files)}")
+        self._min = {"min_size": min_size, "min_reason": min_reason}
+        self._index = tuple(range(len(self._files)))
+        self._last = None
+        self.decodes = 1
+        first = read_image(self._files[0])
+        self.shape, self.dtype = first.shape, first.dtype
+        self._reference = np.broadcast_to(np.zeros((), first.dtype), first.shape)  # frame 1 without its pixels
+        self._check(0, first)
+        self._last = (0, first)
+        # trust a header's channels and bit depth where the first frame's header foretells its own decoded frame
+        told = frame_header(self._files[0])
+        trusted = told is not None and told[2:] == (_channels(first), first.dtype)
+        for k in range(1, len(self._files)):
+            told = frame_header(self._files[k])
+            if told is not None:
+                width, height, channels, dtype = told
+                channels = channels if trusted and channels is not None else _channels(first)
+                dtype = dtype if trusted and dtype is not None else first.dtype
+                shape = (height, width) + ((3,) if channels == 3 else ())
+                self._check(k, np.broadcast_to(np.zeros((), dtype), shape))
+
+    def _check(self, k: int, img: np.ndarray) -> None:
+        """Frame ``k`` (of the files) against the first frame: :func:`validate_images`'s one-line errors."""
+        validate_images([self._reference, img], names=[self._files[0], self._files[k]], **self._min)
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self._files[i] for i in self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            view = object.__new__(type(self))
+            view.__dict__.update(self.__dict__, _index=self._index[k], _last=None, decodes=0)
+            return view
+        k = operator.index(k)
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"frame {k} of {len(self)}")
+        i = self._index[k]
+        if self._last is None or self._last[0] != i:
+            self._last = None  # the previous frame goes before the next one is decoded
+            img = read_image(self._files[i])
+            self.decodes += 1
+            self._check(i, img)
+            self._last = (i, img)
+        return self._last[1]
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} frames, {self.shape}, {self.dtype})"
