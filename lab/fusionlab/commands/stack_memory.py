@@ -129,6 +129,8 @@ def table(results: dict, frames: list, sizes: list, first_frame: dict) -> str:
                         f"**{r['peak_bytes'] / 2**30:.2f}** | {r['load_start']:.1f} / {r['load_end']:.1f} |")
     dates = sorted({r["date"] for r in results.values()})
     lines = [
+        "## Long stacks: seconds and peak memory",
+        "",
         "Written by `python -m fusionlab stack-memory`; do not edit by hand.",
         "",
         f"Focus stacks of N frames fused by `pyfusion fuse F1 ... FN -o fused.png` (cnn, one pass, no alignment, "
