@@ -15,7 +15,12 @@ functions work on its cleaned label map (the depth map: int32 frame indices) and
 * :func:`pyramid_blend`: the multiresolution spline of Burt and Adelson [1]_ on the hard labels (each frame's
   Laplacian pyramid weighted by the Gaussian pyramid of its one-hot mask, summed, collapsed), so the transition
   between frames is as wide as each band's scale: fine detail switches within a pixel or two, smooth shading
-  blends over a wide area.
+  blends over a wide area;
+* :func:`edge_fix`: the two chosen for the one-pass path: :func:`redecide_band` with :data:`BAND` and
+  :data:`FOCUS_RADIUS`, then :func:`pyramid_blend` with :data:`LEVELS`, chosen among 28 combinations (the depth map
+  as is or re-decided in a band of 4, 8 or 16 px with a focus window of radius 1 or 2; the guided blend with
+  r = 8 or 2, or the pyramid blend with 4 or all levels) on synthetic occlusion tuning stacks by a rule fixed
+  before the tuning run (docs/stacks.md, "Halo fix").
 
 References
 ----------
@@ -36,7 +41,14 @@ from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
 
-__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels"]
+__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix", "BAND",
+           "FOCUS_RADIUS", "LEVELS"]
+
+#: :func:`edge_fix`'s defaults, chosen on the occlusion tuning stacks (docs/stacks.md, "Halo fix"): the band's
+#: half-width (px), the focus measure's window radius and the pyramid levels.
+BAND = 16
+FOCUS_RADIUS = 1
+LEVELS = 4
 
 
 def _labels(labels) -> np.ndarray:
@@ -218,3 +230,17 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> n
     for i in range(levels - 1, -1, -1):
         out = cv2.pyrUp(out, dstsize=acc[i].shape[1::-1]) + acc[i]
     return from_unit(out, dtype)
+
+
+def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int = FOCUS_RADIUS,
+             levels: int | None = LEVELS):
+    """The one-pass path's depth edges: :func:`redecide_band` of ``depth`` (``band``, ``focus_radius``), then
+    :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images``.
+
+    Returns
+    -------
+    (fused, labels)
+        The fused image in the frames' dtype and the re-decided label map (int32).
+    """
+    labels = redecide_band(images, depth, width=band, focus_radius=focus_radius)
+    return pyramid_blend(images, labels, levels=levels), labels

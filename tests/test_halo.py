@@ -135,3 +135,17 @@ def test_candidates_command_on_tiny_stacks(tmp_path):
         with pytest.raises(SystemExit) as e:
             occlusion_bench.main(bad)
         assert e.value.code == 2
+
+
+def test_edge_fix_is_the_band_re_decision_then_the_pyramid_blend():
+    _, frames = _two_frames(edge=32)
+    depth = np.zeros((40, 64), np.int32)
+    depth[:, 38:] = 1
+    fused, labels = refine_stack.edge_fix(frames, depth)
+    assert np.array_equal(labels, refine_stack.redecide_band(frames, depth, width=refine_stack.BAND,
+                                                             focus_radius=refine_stack.FOCUS_RADIUS))
+    assert np.array_equal(fused, refine_stack.pyramid_blend(frames, labels, levels=refine_stack.LEVELS))
+    from fusionlab import occlusion
+
+    name = f"band {refine_stack.BAND} r={refine_stack.FOCUS_RADIUS} + pyramid {refine_stack.LEVELS}"
+    assert np.array_equal(occlusion.candidates_fused(frames, depth, [name])[name], fused)   # the chosen candidate
