@@ -41,14 +41,24 @@ from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
 
-__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix", "BAND",
-           "FOCUS_RADIUS", "LEVELS"]
+__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix",
+           "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
 
 #: :func:`edge_fix`'s defaults, chosen on the occlusion tuning stacks (docs/stacks.md, "Halo fix"): the band's
 #: half-width (px), the focus measure's window radius and the pyramid levels.
 BAND = 16
 FOCUS_RADIUS = 1
 LEVELS = 4
+
+
+def progress_frames(images, stage: str, progress: bool):
+    """``images``, with a progress bar on stderr naming the stage (``stack: STAGE``) and counting the frames when
+    ``progress``."""
+    if not progress:
+        return images
+    from tqdm import tqdm
+
+    return tqdm(images, desc=f"stack: {stage}", unit="frame")
 
 
 def _labels(labels) -> np.ndarray:
@@ -69,7 +79,7 @@ def label_band(labels: np.ndarray, width: int) -> np.ndarray:
                                                                                              mode="nearest")
 
 
-def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int) -> np.ndarray:
+def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, progress: bool = False) -> np.ndarray:
     """The label map with its boundary band re-decided pixel by pixel by a local focus measure.
 
     Parameters
@@ -83,6 +93,8 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int) 
     focus_radius : int
         Window radius of the focus measure (:func:`pyfusion.methods.cnn_plus.focus_measure` of each frame's
         grayscale).
+    progress : bool, optional
+        A progress bar (:func:`progress_frames`, ``stack: edge band``).
 
     Returns
     -------
@@ -100,7 +112,7 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int) 
     best = np.full(lab.shape, -np.inf)
     arg = np.zeros(lab.shape, np.int32)
     own = np.full(lab.shape, np.inf)
-    for k, img in enumerate(images):
+    for k, img in enumerate(progress_frames(images, "edge band", progress)):
         if img.shape[:2] != lab.shape:
             raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
         f = focus_measure(to_gray(to_unit(img)), focus_radius)
@@ -115,7 +127,7 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int) 
 
 
 def guided_blend(images, labels: np.ndarray, *, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
-                 threads: int | None = None) -> np.ndarray:
+                 threads: int | None = None, progress: bool = False) -> np.ndarray:
     """The one-pass blend of :mod:`pyfusion.methods.stack` (its steps 6-7) on a label map.
 
     The guide is the grayscale initial fusion (each pixel's gray value from the frame of its label); each labelled
@@ -133,6 +145,8 @@ def guided_blend(images, labels: np.ndarray, *, gf_radius: int = GF_RADIUS, gf_e
         The guided filter's (default the paper's 8 and 0.1).
     threads : int, optional
         Threads of the guided filter's box means (the result does not depend on it).
+    progress : bool, optional
+        A progress bar per pass (:func:`progress_frames`: ``stack: guide``, ``stack: weights and blend``).
 
     Returns
     -------
@@ -143,13 +157,13 @@ def guided_blend(images, labels: np.ndarray, *, gf_radius: int = GF_RADIUS, gf_e
     h, w = lab.shape
     guide = np.empty((h, w))
     dtype = None
-    for k, img in enumerate(images):
+    for k, img in enumerate(progress_frames(images, "guide", progress)):
         dtype = img.dtype
         mask = lab == k
         if mask.any():
             guide[mask] = to_gray(to_unit(img))[mask]
     acc, wsum = None, np.zeros((h, w))
-    for k, img in enumerate(images):
+    for k, img in enumerate(progress_frames(images, "weights and blend", progress)):
         mask = lab == k
         if acc is None:
             acc = np.zeros(img.shape, np.float64)
@@ -182,7 +196,7 @@ def _gaussian_pyramid(x: np.ndarray, levels: int) -> list:
     return out
 
 
-def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> np.ndarray:
+def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, progress: bool = False) -> np.ndarray:
     """Burt and Adelson's multiresolution spline [1]_ of the frames on a hard label map.
 
     Each frame's Laplacian pyramid (OpenCV's ``pyrDown`` / ``pyrUp``, the 5-tap binomial kernel, borders reflected)
@@ -198,6 +212,8 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> n
         int ``(H, W)`` frame indices.
     levels : int, optional
         Pyramid levels below full resolution (0: a hard selection); default and at most :func:`max_levels`.
+    progress : bool, optional
+        A progress bar (:func:`progress_frames`, ``stack: pyramid blend``).
 
     Returns
     -------
@@ -211,7 +227,7 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> n
         raise ValueError(f"levels must be >= 0, got {levels}")
     levels = min(levels, top)
     acc, dtype = None, None
-    for k, img in enumerate(images):
+    for k, img in enumerate(progress_frames(images, "pyramid blend", progress)):
         if img.shape[:2] != lab.shape:
             raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
         dtype = img.dtype
@@ -233,14 +249,15 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None) -> n
 
 
 def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int = FOCUS_RADIUS,
-             levels: int | None = LEVELS):
+             levels: int | None = LEVELS, progress: bool = False):
     """The one-pass path's depth edges: :func:`redecide_band` of ``depth`` (``band``, ``focus_radius``), then
-    :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images``.
+    :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images`` (``progress``: a
+    progress bar each).
 
     Returns
     -------
     (fused, labels)
         The fused image in the frames' dtype and the re-decided label map (int32).
     """
-    labels = redecide_band(images, depth, width=band, focus_radius=focus_radius)
-    return pyramid_blend(images, labels, levels=levels), labels
+    labels = redecide_band(images, depth, width=band, focus_radius=focus_radius, progress=progress)
+    return pyramid_blend(images, labels, levels=levels, progress=progress), labels

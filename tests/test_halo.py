@@ -149,3 +149,17 @@ def test_edge_fix_is_the_band_re_decision_then_the_pyramid_blend():
 
     name = f"band {refine_stack.BAND} r={refine_stack.FOCUS_RADIUS} + pyramid {refine_stack.LEVELS}"
     assert np.array_equal(occlusion.candidates_fused(frames, depth, [name])[name], fused)   # the chosen candidate
+
+
+def test_progress_bars_name_each_pass_and_change_nothing(capsys):
+    _, frames = _two_frames(edge=32)
+    depth = np.zeros((40, 64), np.int32)
+    depth[:, 38:] = 1
+    quiet = refine_stack.edge_fix(frames, depth)
+    loud = refine_stack.edge_fix(frames, depth, progress=True)
+    assert all(np.array_equal(a, b) for a, b in zip(quiet, loud))
+    assert np.array_equal(refine_stack.guided_blend(frames, depth, progress=True),
+                          refine_stack.guided_blend(frames, depth))
+    err = capsys.readouterr().err
+    for stage in ("edge band", "pyramid blend", "guide", "weights and blend"):
+        assert f"stack: {stage}" in err and "2/2" in err

@@ -69,7 +69,8 @@ def parse_args(argv=None):
     unknown = [c for c in names if c not in occlusion.HALO_CANDIDATES]
     if unknown:
         ap.error(f"unknown candidate(s) {'; '.join(unknown)}; choose from {'; '.join(occlusion.HALO_CANDIDATES)}")
-    args.candidates = [occlusion.DEFAULT_CANDIDATE] * bool(names) + [c for c in names if c != occlusion.DEFAULT_CANDIDATE]
+    default = occlusion.DEFAULT_CANDIDATE
+    args.candidates = [default] * bool(names) + [c for c in names if c != default]
     if args.layered and not args.candidates:
         ap.error("--layered needs --candidates")
     if args.count < 1 or args.threads < 1 or args.layered < 0 or (args.crop is not None and args.crop < 16):
@@ -78,9 +79,16 @@ def parse_args(argv=None):
 
 
 def _depth(frames, threads: int) -> np.ndarray:
+    """The one-pass method's cleaned depth map: its argmax label map after the small-region removal (steps 4-5 of
+    :mod:`pyfusion.methods.stack`), whatever the steps after them."""
     import pyfusion
+    from pyfusion.constants import REGION_RATIO_STACK
+    from pyfusion.methods.stack import remove_small_label_regions
+    from pyfusion.refine import area_threshold
 
-    return pyfusion.fuse(list(frames), method="cnn", threads=threads).maps["depth_map"]
+    labels = pyfusion.fuse(list(frames), method="cnn", threads=threads).maps["label_map"]
+    return remove_small_label_regions(labels, area=area_threshold(labels.shape, ratio=REGION_RATIO_STACK),
+                                      n_labels=len(frames))
 
 
 def score_stack(stack, fusers, *, diagnose: bool, threads: int, candidates=()) -> dict:
@@ -108,8 +116,7 @@ def score_stack(stack, fusers, *, diagnose: bool, threads: int, candidates=()) -
     if diagnose:
         row["diagnosis"] = occlusion.diagnose(stack, depth=depth, threads=threads)
     if candidates:
-        depth = _depth(stack.frames, threads) if depth is None else depth
-        fused = occlusion.candidates_fused(stack.frames, depth, candidates, threads=threads)
+        fused = occlusion.candidates_fused(stack.frames, _depth(stack.frames, threads), candidates, threads=threads)
         row["candidates"] = {c: occlusion.halo_scores(f, stack.sharp, stack.planes, stack.width)
                              for c, f in fused.items()}
     row["seconds"] = time.perf_counter() - t0
@@ -144,7 +151,8 @@ def candidate_lines(rows, layered=()) -> list:
     means = {c: {s: _mean(rows, c, "candidates", s) for s in cols} for c in names}
     lay = {c: _mean(layered, c, "candidates", "psnr") for c in names} if layered else None
     base = means[occlusion.DEFAULT_CANDIDATE]
-    head = "| candidate (decision + blend) | band PSNR | halo side | near side | rest PSNR | whole PSNR | band vs default"
+    head = ("| candidate (decision + blend) | band PSNR | halo side | near side | rest PSNR | whole PSNR "
+            "| band vs default")
     head += f" | whole vs default | layered whole PSNR ({len(layered)} stacks) | vs default |" if layered else " |"
     lines = ["", f"Halo-fix candidates on the one-pass depth map ({len(rows)} stacks; `{occlusion.DEFAULT_CANDIDATE}` "
              "is the one-pass default):", "", head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
@@ -268,7 +276,7 @@ def main(argv=None) -> int:
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows, "layered": layered}, indent=1) + "\n")
     skipped = {f: w for r in rows for f, w in r["skipped"].items()}
     shape = sorted({f"{w}x{h}" for h, w in (r["shape"] for r in rows)})
-    notes = [f"{f}: not run, {w}" for f, w in why.items() if f in args.fusers] + [f"{f}: skipped, {w}" for f, w in skipped.items()]
+    notes = [f"{f}: not run, {w}" for f, w in why.items()] + [f"{f}: skipped, {w}" for f, w in skipped.items()]
     notes += [f"stacks of {', '.join(shape)} px (photos {args.start}-{args.start + args.count - 1} as backgrounds), "
               f"2-4 planes, 3-4 frames, R cycled over {', '.join(f'{r:g}' for r in occlusion.OCC_RADII)} px",
               f"the whole run: {sum(r['seconds'] for r in rows + layered) / 60:.1f} min wall on {occlusion.machine()}, "
