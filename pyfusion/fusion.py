@@ -259,6 +259,7 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     options = check(method, impl.OPTIONS, options)
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         raise FusionInputError("images must be a sequence of two or more images or paths")
+    images = images if isinstance(images, FrameSequence) else list(images)  # an iterator read once
     if streams(images, method=method, align=align):
         if not isinstance(images, FrameSequence):
             images = FrameSequence(images, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)

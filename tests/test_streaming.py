@@ -72,6 +72,8 @@ def test_only_files_of_a_frame_by_frame_method_are_streamed(tmp_path):
     assert not streams(paths, align=True)                          # alignment needs every frame
     assert not streams(paths, method="dwt")
     assert not streams([read_image(p) for p in paths])             # arrays are already in memory
+    one_pass = pyfusion.fuse(iter(paths), frame_fn=focus_scores)   # an iterator of paths: read once, streamed
+    assert one_pass.fused.tobytes() == pyfusion.fuse(paths, frame_fn=focus_scores).fused.tobytes()
 
 
 def test_a_broken_frame_in_the_middle_is_one_line_naming_it(tmp_path, capsys):
