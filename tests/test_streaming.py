@@ -60,7 +60,7 @@ def test_streamed_fusion_is_the_in_memory_fusion(tmp_path, dtype, colour, series
 def test_streamed_command_is_the_in_memory_fusion_with_the_net(tmp_path, winograd, capsys):
     paths = write_stack(tmp_path, 3, colour=True)
     out = tmp_path / "fused.png"
-    assert cli.main(["fuse", *map(str, paths), "-o", str(out), "--max-memory", "64"]) == 0
+    assert cli.main(["fuse", *map(str, paths), "-o", str(out), "--max-memory", "64", "--backend", "winograd"]) == 0
     held = pyfusion.fuse([read_image(p) for p in paths], backend="winograd")
     assert read_image(out).tobytes() == held.fused.tobytes()
 
@@ -141,6 +141,17 @@ def test_max_memory_caps_the_streamed_stack(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "max_memory 0.01 GB is too little" in err and "give at least" in err
     assert not out.exists()
+
+
+def test_the_cap_is_what_the_process_holds_the_maps_and_the_score_maps(tmp_path, monkeypatch):
+    from pyfusion import fusion
+
+    frames = FrameSequence(write_stack(tmp_path, 3))
+    monkeypatch.setattr(fusion, "_resident_bytes", lambda: 1 << 30)
+    maps = (140 + 8 * 3) * H * W
+    assert fusion._plan_memory(frames, {"max_memory": 2.0})["max_memory"] * 2**30 == 2**30 - maps
+    assert fusion._plan_memory(frames, {}) == {}  # small frames: the default score-map budget fits under the cap
+    assert fusion._plan_memory(frames, {"gpu": 0, "max_memory": 2.0})["max_memory"] == 2.0  # the GPU's budget
 
 
 def test_frame_sequence_reads_like_a_list(tmp_path):
