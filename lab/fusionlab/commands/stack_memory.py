@@ -50,6 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--doc", type=Path, default=ROOT / "docs/benchmarks.md", help="its stack-memory block")
     ap.add_argument("--budget", type=float, default=2400, help="seconds for this run (0: no limit; default 2400)")
     ap.add_argument("--fresh", action="store_true", help="measure every case again")
+    ap.add_argument("--no-run", action="store_true", help="measure nothing: rewrite the block from --json")
     args = ap.parse_args(argv)
     try:
         args.frames = [int(x) for x in args.frames.split(",")]
@@ -138,7 +139,9 @@ def table(results: dict, frames: list, sizes: list, first_frame: dict) -> str:
         "file when a pass needs it (`pyfusion.io.FrameSequence`) instead of holding them all. Frame k is the pcb "
         "stack's frame k mod 7 (2048x1536 JPEG) or that frame resized to 4000x3000 (JPEG quality 95). Whole "
         "processes, reading the files and writing the result included; peak RSS is the child's maximum resident "
-        "memory (`os.wait4`).",
+        "memory (`os.wait4`). There `--max-memory GB` caps the process's resident memory while it fuses: what "
+        "the process holds and the stack's maps (about 140 + 8 x channels bytes per pixel) are taken from it and "
+        "the network's tiles get the rest; a cap below what the maps need is refused.",
         "",
         f"* Machine: {cpu_name()}, {os.cpu_count()} cores, shared with other "
         f"jobs (the load average says how busy); Python {platform.python_version()}",
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
             paths = make_stack(frames, size, n, args.work)
             h, w = read_image(paths[0]).shape[:2]
             first_frame[size] = f"{w}x{h}"
-            if key(size, n) in results and results[key(size, n)]["status"] == 0:
+            if args.no_run or (key(size, n) in results and results[key(size, n)]["status"] == 0):
                 continue
             done = [r for k, r in results.items() if k.startswith(f"{size}mp_") and r["status"] == 0]
             per_frame = max((r["wall_s"] / r["frames"] for r in done), default=0.0)
