@@ -189,13 +189,6 @@ def max_levels(shape) -> int:
     return max(0, int(math.floor(math.log2(max(1, min(int(shape[0]), int(shape[1])))))))
 
 
-def _gaussian_pyramid(x: np.ndarray, levels: int) -> list:
-    out = [x]
-    for _ in range(levels):
-        out.append(cv2.pyrDown(out[-1]))
-    return out
-
-
 def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, progress: bool = False) -> np.ndarray:
     """Burt and Adelson's multiresolution spline [1]_ of the frames on a hard label map.
 
@@ -234,12 +227,21 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
         mask = lab == k
         if not mask.any():
             continue
-        g = _gaussian_pyramid(to_unit(img), levels)
-        m = _gaussian_pyramid(mask.astype(np.float64), levels)
-        parts = [g[i] - cv2.pyrUp(g[i + 1], dstsize=g[i].shape[1::-1]) for i in range(levels)] + [g[levels]]
-        del g
-        parts = [p * (mi[:, :, None] if p.ndim == 3 else mi) for p, mi in zip(parts, m)]
-        acc = parts if acc is None else [a + p for a, p in zip(acc, parts)]
+        if acc is None:
+            acc = [None] * (levels + 1)
+        g, m = to_unit(img), mask.astype(np.float64)
+        del mask
+        for i in range(levels + 1):         # level by level: one frame's two adjacent levels at a time
+            if i < levels:
+                g_next, m_next = cv2.pyrDown(g), cv2.pyrDown(m)
+                g -= cv2.pyrUp(g_next, dstsize=g.shape[1::-1])
+            g *= m[:, :, None] if g.ndim == 3 else m
+            if acc[i] is None:
+                acc[i] = g
+            else:
+                acc[i] += g
+            if i < levels:
+                g, m = g_next, m_next
     if acc is None:
         raise ValueError("no frame is named by the label map")
     out = acc[-1]
