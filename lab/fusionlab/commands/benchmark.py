@@ -258,9 +258,9 @@ def method_table(args) -> int:
                       "(read, fuse, no write), default backend and threads.", "", *lines]) + "\n"
     print(text)
     if args.out:
-        from pyfusion.io import write_atomic
+        from fusionlab.docblocks import replace_block
 
-        write_atomic(args.out, text)
+        replace_block(args.out, "benchmark-methods", text)
     return 0
 
 
@@ -414,10 +414,10 @@ def parent(args) -> int:
                   command="python tools/benchmark.py " + " ".join(sys.argv[1:]))
     if args.out:
         out = Path(args.out)
-        from pyfusion.io import write_atomic
+        from fusionlab.docblocks import replace_block
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, text)
+        replace_block(out, "benchmark", text)   # the rest of the page (e.g. the stacks sections) is kept
         print(f"benchmark: wrote {out}")
     else:
         print(text)
