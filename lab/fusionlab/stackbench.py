@@ -13,7 +13,8 @@ Synthetic stacks (:func:`score_stack`), three conditions per fuser, each scored 
 
 Fusers (:data:`FUSERS`): ``one-pass`` (``fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`),
 ``series`` (``series=True``, the paper's ``((I1 + I2) + I3) + ...``), ``dwt`` (N sources at once),
-``wavelet-cnn`` (in series), ``one-pass r=0.01`` (one pass with the paper's small-region area), and
+``wavelet-cnn`` (in series), ``dtcwt`` (N frames at once), ``wavelet-cnn dtcwt`` (``transform="dtcwt"``, in series),
+``one-pass r=0.01`` (one pass with the paper's small-region area), and
 ``enfuse`` (Enblend-Enfuse's contrast-weighted hard-mask stacking, only where the ``enfuse`` program is
 installed; aligned by :func:`pyfusion.align.align`). A fuser that refuses N frames is recorded as skipped with
 its error.
@@ -44,7 +45,8 @@ __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "mea
 #: map costs where true layers are small.
 FUSERS = {"one-pass": ("cnn", {}), "series": ("cnn", {"series": True}), "dwt": ("dwt", {}),
           "wavelet-cnn": ("wavelet-cnn", {}), "one-pass r=0.01": ("cnn", {"region_ratio": 0.01}),
-          "enfuse": ("enfuse", {})}
+          "enfuse": ("enfuse", {}), "dtcwt": ("dtcwt", {}),
+          "wavelet-cnn dtcwt": ("wavelet-cnn", {"transform": "dtcwt"})}
 #: The conditions of :func:`score_stack` (module docstring).
 CONDITIONS = ("registered", "moved+align", "moved")
 #: Resampling of the true-transform check: label -> :func:`pyfusion.align.align`'s ``interpolation``.

@@ -69,11 +69,26 @@ def config_of(args, fusers) -> dict:
 
 
 def done_rows(path: Path, config: dict, fresh: bool) -> dict:
-    """Stack name -> row of an earlier run with the same configuration."""
+    """Stack name -> row of an earlier run with the same configuration but for the fusers (a row keeps the
+    fusers it has; the missing ones are run by :func:`complete`)."""
     if fresh or not path.is_file():
         return {}
     old = json.loads(path.read_text(encoding="utf-8"))
-    return {r["stack"]: r for r in old.get("stacks", [])} if old.get("config") == config else {}
+    same = {k: v for k, v in old.get("config", {}).items() if k != "fusers"} == \
+        {k: v for k, v in config.items() if k != "fusers"}
+    return {r["stack"]: r for r in old.get("stacks", [])} if same else {}
+
+
+def complete(row, stack, fusers, args) -> dict:
+    """``row`` (an earlier run's, or None) with the results of every fuser in ``fusers``: only the missing run."""
+    have = row["results"] if row else {}
+    missing = [f for f in fusers if f not in have and f not in (row or {}).get("skipped", {})]
+    if row and not missing:
+        return row
+    new = stackbench.score_stack(stack, missing, interpolation=args.align_interp, threads=args.threads)
+    if not row:
+        return new
+    return {**row, "results": {**have, **new["results"]}, "skipped": {**row.get("skipped", {}), **new["skipped"]}}
 
 
 def command_line(args) -> str:
@@ -101,8 +116,7 @@ def main(argv=None) -> int:
     rows = []
     stacks = synthetic.benchmark_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
     for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
-        rows.append(done.get(stack.name) or stackbench.score_stack(stack, fusers, interpolation=args.align_interp,
-                                                                   threads=args.threads))
+        rows.append(complete(done.get(stack.name), stack, fusers, args))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
     skipped = {f: why for r in rows for f, why in r["skipped"].items()}
     notes += [f"{f}: skipped, {why}" for f, why in skipped.items()]
