@@ -221,3 +221,27 @@ def test_measure_command_reports_time_and_peak_memory():
     m = stackbench.measure_command([sys.executable, "-c", touch])
     assert m["returncode"] == 0 and m["seconds"] > 0 and m["cpu_seconds"] >= 0
     assert m["peak_bytes"] >= 80_000_000
+
+
+def test_rerun_with_more_fusers_runs_only_the_missing_ones(monkeypatch):
+    from types import SimpleNamespace
+
+    from fusionlab import stackbench
+    from fusionlab.commands import stack_bench
+
+    calls = []
+
+    def fake(stack, fusers, **kw):
+        calls.append(list(fusers))
+        return {"stack": stack, "results": {f: {"registered": {"psnr": 1.0}} for f in fusers}, "skipped": {}}
+
+    monkeypatch.setattr(stackbench, "score_stack", fake)
+    args = SimpleNamespace(align_interp="cubic", threads=1)
+    old = {"stack": "s", "results": {"dwt": {"registered": {"psnr": 2.0}}}, "skipped": {"enfuse": "absent"},
+           "true_warp": {"fuser": "dwt"}}
+    row = stack_bench.complete(old, "s", ["dwt", "enfuse", "dtcwt"], args)
+    assert calls == [["dtcwt"]]
+    assert row["results"]["dwt"]["registered"]["psnr"] == 2.0 and "dtcwt" in row["results"]
+    assert row["true_warp"] == {"fuser": "dwt"} and row["skipped"] == {"enfuse": "absent"}
+    assert stack_bench.complete(row, "s", ["dwt", "dtcwt"], args) is row and len(calls) == 1
+    assert stack_bench.complete(None, "s", ["dwt"], args)["results"].keys() == {"dwt"}
