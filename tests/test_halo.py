@@ -132,6 +132,8 @@ def test_candidates_command_on_tiny_stacks(tmp_path):
         one_pass = {k: v for k, v in row["results"]["one-pass"].items() if k != "seconds"}
         assert one_pass in (row["candidates"][occlusion.DEFAULT_CANDIDATE], row["candidates"][pick])
     assert len(got["layered"]) == 1 and set(got["layered"][0]["candidates"][pick]) == {"psnr", "ssim"}
+    assert occlusion_bench.main(argv) == 0                           # a rerun resumes both kinds of stacks
+    assert json.loads(out.read_text()) == got
     for bad in (["--candidates", "nope"], ["--layered", "2"]):
         with pytest.raises(SystemExit) as e:
             occlusion_bench.main(bad)

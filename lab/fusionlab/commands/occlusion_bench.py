@@ -258,7 +258,7 @@ def main(argv=None) -> int:
               "diagnoses": list(occlusion.DIAGNOSES) if args.diagnose else [],
               "planes": list(occlusion.OCC_PLANES), "radii": list(occlusion.OCC_RADII),
               "cover": list(occlusion.OCC_COVER), "candidates": args.candidates, "layered": args.layered}
-    done = done_rows(args.json, config, args.fresh)
+    done, done_layered = done_rows(args.json, config, args.fresh), _done_layered(args.json, config, args.fresh)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     stacks = occlusion.occlusion_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
         rows.append(done.get(stack.name) or score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads,
                                                         candidates=args.candidates))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
-    layered, done_layered = [], _done_layered(args.json, config, args.fresh)
+    layered = []
     for stack in tqdm(synthetic.benchmark_stacks(photos, count=args.layered, seed=args.seed, start=args.start,
                                                  crop=args.crop),
                       total=args.layered, desc="layered stacks", unit="stack", disable=args.no_progress):
