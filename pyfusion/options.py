@@ -57,6 +57,16 @@ def bool_flag(text: str) -> bool:
     return True
 
 
+def on_off(text) -> bool:
+    """``on``/``off`` (also yes/no, true/false, 1/0) -> bool: an option whose default is on."""
+    t = str(text).strip().lower()
+    if t in ("on", "yes", "true", "1"):
+        return True
+    if t in ("off", "no", "false", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
+
+
 def pair(text: str) -> tuple[str, str]:
     """``"LOW,HIGH"`` -> ``("LOW", "HIGH")``: the two nets of a two-net method."""
     parts = [p.strip() for p in str(text).split(",")]

@@ -67,7 +67,7 @@ OCC_RADII = (4.0, 6.0, 8.0, 12.0)
 #: The share of the image each occluding shape covers (uniform in this range).
 OCC_COVER = (0.15, 0.35)
 #: The fusers compared: :data:`fusionlab.stackbench.FUSERS` labels and ``focus-stack`` (:func:`focus_stack_fuse`).
-OCC_FUSERS = ("one-pass", "series", "wavelet-cnn", "dwt", "enfuse", "focus-stack")
+OCC_FUSERS = ("one-pass", "one-pass guided", "series", "wavelet-cnn", "dwt", "enfuse", "focus-stack")
 #: Where ``focus-stack`` is built (docs/stacks.md: from ``../shared/peers/focus-stack``).
 FOCUS_STACK = ROOT / "build/peers/focus-stack/build/focus-stack"
 
@@ -265,7 +265,7 @@ def fuse(frames, fuser: str, *, threads: int | None = 1) -> dict:
 def fuse_with_labels(frames, labels: np.ndarray, **options) -> np.ndarray:
     """The one-pass path (``pyfusion.fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`) with its label
     map after small-region removal replaced by ``labels`` (int32 frame indices): the library's own guide, guided
-    filter and blend (steps 6-7) on a given decision. A diagnosis: with the true labels it separates the error
+    filter and blend (step 7, ``edge_fix=False``) on a given decision. A diagnosis: with the true labels it separates the error
     of the decision from that of the blend. ``options``: :func:`pyfusion.fuse`'s (e.g. ``gf_radius``)."""
     from unittest import mock
 
@@ -274,7 +274,7 @@ def fuse_with_labels(frames, labels: np.ndarray, **options) -> np.ndarray:
 
     given = np.asarray(labels, np.int32)
     with mock.patch.object(stack, "remove_small_label_regions", lambda *a, **k: given.copy()):
-        return pyfusion.fuse(list(frames), method="cnn", **options).fused
+        return pyfusion.fuse(list(frames), method="cnn", **{"edge_fix": False, **options}).fused
 
 
 def edge_labels(stack: OcclusionStack) -> np.ndarray:
@@ -355,14 +355,15 @@ DIAGNOSES = {"one-pass, gf_radius=2": (None, "one-pass", {"gf_radius": 2}),
 
 def diagnose(stack: OcclusionStack, *, depth: np.ndarray | None = None, threads: int | None = 1) -> dict:
     """:data:`DIAGNOSES` on one stack (the enfuse rows only where the program is installed): label ->
-    :func:`halo_scores`. ``depth``: the one-pass default's depth map, when already computed."""
+    :func:`halo_scores`. ``depth``: the depth map of the one-pass path with the guided filter (``edge_fix=False``), when already
+    computed."""
     import pyfusion
 
     decisions = {"true": lambda: stack.labels, "edge": lambda: edge_labels(stack),
                  "best": lambda: best_frame_labels(stack.frames, stack.sharp),
                  "enfuse": lambda: enfuse_labels(stack.frames),
                  "one-pass": lambda: depth if depth is not None else
-                 pyfusion.fuse(list(stack.frames), method="cnn", threads=threads).maps["depth_map"]}
+                 pyfusion.fuse(list(stack.frames), method="cnn", threads=threads, edge_fix=False).maps["depth_map"]}
     made = {}
     out = {}
     for label, (decision, blend, options) in DIAGNOSES.items():

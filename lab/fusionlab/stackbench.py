@@ -11,7 +11,8 @@ Synthetic stacks (:func:`score_stack`), three conditions per fuser, each scored 
   leaves still, so its crop of the photo is the ground truth);
 * ``moved``: the hand-held frames fused as if registered, scored on the same crop (what alignment saves).
 
-Fusers (:data:`FUSERS`): ``one-pass`` (``fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`),
+Fusers (:data:`FUSERS`): ``one-pass`` (``fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`, with its
+edge fix), ``one-pass guided`` (``edge_fix=False``: the paper's guided-filter blend),
 ``series`` (``series=True``, the paper's ``((I1 + I2) + I3) + ...``), ``dwt`` (N sources at once),
 ``wavelet-cnn`` (in series), ``dtcwt`` (N frames at once), ``wavelet-cnn dtcwt`` (``transform="dtcwt"``, in series),
 ``one-pass r=0.01`` (one pass with the paper's small-region area), and
@@ -43,7 +44,8 @@ __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "mea
 #: ``one-pass r=0.01``: one pass with the paper's small-region area (0.01 H W) instead of the one-pass default
 #: (0.003 H W, ``constants.REGION_RATIO_STACK``, chosen on tuning stacks), to show what the removal on the label
 #: map costs where true layers are small.
-FUSERS = {"one-pass": ("cnn", {}), "series": ("cnn", {"series": True}), "dwt": ("dwt", {}),
+FUSERS = {"one-pass": ("cnn", {}), "one-pass guided": ("cnn", {"edge_fix": False}),
+          "series": ("cnn", {"series": True}), "dwt": ("dwt", {}),
           "wavelet-cnn": ("wavelet-cnn", {}), "one-pass r=0.01": ("cnn", {"region_ratio": 0.01}),
           "enfuse": ("enfuse", {}), "dtcwt": ("dtcwt", {}),
           "wavelet-cnn dtcwt": ("wavelet-cnn", {"transform": "dtcwt"})}

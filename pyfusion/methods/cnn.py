@@ -37,7 +37,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STA
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
-from pyfusion.options import COMMON, CONSISTENCY, NET, Option, bool_flag, gb_to_bytes, replace, resolve
+from pyfusion.options import COMMON, CONSISTENCY, NET, Option, bool_flag, gb_to_bytes, on_off, replace, resolve
 from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "initial_fusion", "weighted_average", "STAGES", "MAPS", "OPTIONS", "DESCRIPTION"]
@@ -49,6 +49,8 @@ OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, region_ratio={
     "0.003 in one pass over three or more frames)"}),
     Option("series", bool_flag, None, "fuse three or more sources in series, as in the paper ((A + B) + C ...), "
            "instead of in one pass"),
+    Option("edge_fix", on_off, True, "one pass: re-decide a 16-px band around the depth map's edges by a per-pixel "
+           "focus measure and blend with a 4-level pyramid (off: the paper's guided filter)", metavar="on|off"),
     Option("score_fn", object, None, "score_fn(a, b) -> scores: a pair score function replacing the net", cli=False),
     Option("frame_fn", object, None, "frame_fn(gray) -> scores: per-frame scores replacing the net in one pass",
            cli=False),
@@ -207,7 +209,7 @@ def fuse(images, **options):
         return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
                           max_bytes=gb_to_bytes(max_memory), progress=progress,
                           region_ratio=REGION_RATIO_STACK if region_ratio is None else region_ratio, gf_radius=gf_radius,
-                          gf_eps=gf_eps)
+                          gf_eps=gf_eps, edge_fix=o.edge_fix)
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
     if score_fn is None:

@@ -22,12 +22,17 @@ Steps (``method="cnn"`` with three or more sources, or ``series=False``; :func:`
    region of every label has at least that many pixels (a refill only grows regions of other labels, and the
    regions of a label already visited are large), unless one region covers the whole image;
    the result is the depth map (``maps["depth_map"]``, the frame index of each pixel);
-6. one weight map per frame: the guided filter (r = 8, eps = 0.1) of the frame's one-hot mask of the depth map,
-   guided by the grayscale initial fusion (each pixel's gray value from the frame of its label), negatives
-   clipped to 0, then all weights normalised to sum 1 at each pixel. The guided filter is linear in its input,
-   so before the clipping the weights already sum to 1 (the filter of a constant 1); the clipping only removes
-   the overshoot next to strong edges of the guide. A frame no pixel is labelled with has weight 0 (skipped);
-7. the blend ``F = sum_i W_i I_i`` per channel, rounded to the sources' bit depth.
+6. (``edge_fix=True``, the default) the depth map's edges: in a 16-pixel band around its label boundaries each
+   pixel takes the frame with the largest per-pixel focus measure (window radius 1), and the frames are blended
+   by a 4-level Laplacian pyramid of their one-hot label masks (:func:`pyfusion.refine_stack.edge_fix`). The
+   16x16 patch scores place a depth edge a few pixels into the nearer object, and the guided filter then mixes a
+   blurred foreground into the sharp background (halos); the band, the window and the blend were chosen on
+   tuning stacks with occlusions by a rule fixed beforehand (docs/stacks.md, "Halo fix");
+7. (``edge_fix=False``, as in [1]_) one weight map per frame: the guided filter (r = 8, eps = 0.1) of the
+   frame's one-hot mask of the depth map, guided by the grayscale initial fusion (each pixel's gray value from the
+   frame of its label), negatives clipped to 0, then all weights normalised to sum 1 at each pixel
+   (:func:`pyfusion.refine_stack.guided_blend`); the blend ``F = sum_i W_i I_i`` per channel, rounded to the
+   sources' bit depth.
 
 Memory: the sources are the caller's arrays (read once each pass); besides them the method holds O(1) maps of
 full resolution whatever N: the running argmax (float64 best focus value + int32 label), the depth map, the
@@ -64,8 +69,9 @@ from scipy import ndimage
 from pyfusion import models
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK
 from pyfusion.focus import focus_map
-from pyfusion.io import from_unit, to_gray, to_unit
-from pyfusion.refine import area_threshold, guided_filter
+from pyfusion.io import to_gray, to_unit
+from pyfusion.refine import area_threshold
+from pyfusion.refine_stack import edge_fix as _edge_fix, guided_blend, progress_frames as _frames
 from pyfusion.util import Stopwatch
 
 __all__ = ["fuse", "remove_small_label_regions", "MAPS", "STAGES"]
@@ -150,15 +156,6 @@ def _check_scores(s, expected, k: int) -> np.ndarray:
     return s.astype(np.float64)
 
 
-def _frames(images, stage: str, progress: bool):
-    """``images``, with a progress bar on stderr naming the stage and counting the frames when ``progress``."""
-    if not progress:
-        return images
-    from tqdm import tqdm
-
-    return tqdm(images, desc=f"stack: {stage}", unit="frame")
-
-
 def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> Callable:
     from pyfusion import net  # imported lazily, as in the pairwise method
 
@@ -172,7 +169,7 @@ def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
          max_bytes=None,
          progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
-         patch: int | None = None, stride: int | None = None):
+         patch: int | None = None, stride: int | None = None, edge_fix: bool = True):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
 
     Parameters
@@ -192,6 +189,10 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         (the area was chosen on synthetic tuning stacks, docs/stacks.md).
     patch, stride : int, optional
         The net's patch and stride (default: the ``cnn`` model's geometry).
+    edge_fix : bool, optional
+        True (default): the depth map's boundary band re-decided by a local focus measure, then a pyramid blend
+        (:func:`pyfusion.refine_stack.edge_fix`; ``gf_radius`` and ``gf_eps`` unused); False: steps 6-7, the
+        guided-filter blend (:func:`pyfusion.refine_stack.guided_blend`).
 
     Returns
     -------
@@ -209,7 +210,6 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     n = len(images)
     if n < 2:
         raise ValueError(f"need two or more sources, got {n}")
-    dtype = images[0].dtype
     h, w = images[0].shape[:2]
     expected = m.score_shape(h, w)
     timings = dict.fromkeys(STAGES, 0.0)
@@ -235,34 +235,9 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     del best
     depth = remove_small_label_regions(labels, area=area_threshold((h, w), ratio=region_ratio), n_labels=n)
     tick("cleaned_map")
-    # pass 2: the guide, the grayscale initial fusion by the depth map
-    guide = np.empty((h, w))
-    for k, img in enumerate(_frames(images, "guide", progress)):
-        mask = depth == k
-        if mask.any():
-            guide[mask] = to_gray(to_unit(img))[mask]
-    tick("decision_map")
-    # pass 3: each labelled frame's clipped guided-filter weight, accumulated with the weighted frame
-    channels = images[0].shape[2:]
-    acc = np.zeros((h, w) + tuple(channels))
-    wsum = np.zeros((h, w))
-    for k, img in enumerate(_frames(images, "weights and blend", progress)):
-        mask = depth == k
-        if not mask.any():
-            continue
-        wk = guided_filter(guide, mask.astype(np.float64), radius=gf_radius, eps=gf_eps, threads=threads)
-        del mask
-        np.maximum(wk, 0.0, out=wk)
-        wsum += wk
-        tick("decision_map")
-        x = to_unit(img)
-        acc += x * (wk[:, :, None] if x.ndim == 3 else wk)
-        del x, wk
-        tick("fused")
-    del guide
-    # the unclipped weights sum to 1 (the guided filter of a constant), the clipped ones to at least that
-    np.maximum(wsum, np.finfo(np.float64).tiny, out=wsum)
-    acc /= wsum[:, :, None] if acc.ndim == 3 else wsum
-    fused = from_unit(acc, dtype)
+    if edge_fix:
+        fused, depth = _edge_fix(images, depth, progress=progress)
+    else:
+        fused = guided_blend(images, depth, gf_radius=gf_radius, gf_eps=gf_eps, threads=threads, progress=progress)
     tick("fused")
     return fused, {"label_map": labels, "depth_map": depth}, timings

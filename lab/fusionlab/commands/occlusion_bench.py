@@ -109,7 +109,7 @@ def score_stack(stack, fusers, *, diagnose: bool, threads: int, candidates=()) -
             continue
         row["results"][fuser] = {**occlusion.halo_scores(f["fused"], stack.sharp, stack.planes, stack.width),
                                  "seconds": f["seconds"]}
-        if fuser == "one-pass":
+        if fuser == "one-pass guided":   # the diagnosis is of the guided-filter path's depth map
             row["labels"] = occlusion.label_agreement(f["depth"], stack)
             row["_depth"] = f["depth"]
     depth = row.pop("_depth", None)
@@ -217,11 +217,12 @@ def summary(rows, *, command: str, notes=(), layered=()) -> str:
             top = max(cells, key=cells.get)
             lines.append(f"| {value:g} | {len(sel)} | " + " | ".join(
                 f"**{v:.2f}**" if f == top else f"{v:.2f}" for f, v in cells.items()) + " |")
-    if rows and all("diagnosis" in r for r in rows) and "one-pass" in fusers:
-        lines += ["", "Where the one-pass band error comes from (`--diagnose`; the same stacks):", "",
+    if rows and all("diagnosis" in r for r in rows) and "one-pass guided" in fusers:
+        lines += ["", "Where the band error of the one-pass path with the paper's guided filter (`edge_fix=False`) "
+                  "comes from (`--diagnose`; the same stacks):", "",
                   "| decision, blend | band PSNR | halo side | near side | rest PSNR | whole PSNR |",
                   "|---|---:|---:|---:|---:|---:|"]
-        variants = [("one-pass (default)", "results", "one-pass")]
+        variants = [("one-pass guided", "results", "one-pass guided")]
         variants += [("enfuse", "results", "enfuse")] if "enfuse" in fusers else []
         variants += [(k, "diagnosis", k) for k in rows[0]["diagnosis"]]
         for label, part, key in variants:
