@@ -146,6 +146,8 @@ def table(results: dict, frames: list, sizes: list, first_frame: dict) -> str:
         f"* Machine: {cpu_name()}, {os.cpu_count()} cores, shared with other "
         f"jobs (the load average says how busy); Python {platform.python_version()}",
         f"* Dates: {dates[0]} to {dates[-1]}" if dates else "* Dates: none measured",
+        "* Wall seconds follow the other jobs' load (the load average over the last minute at the start and end); "
+        "the peak memory does not depend on them.",
         "",
         *rows,
     ]
