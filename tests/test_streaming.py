@@ -169,3 +169,28 @@ def test_frame_sequence_reads_like_a_list(tmp_path):
         frames[4]
     with pytest.raises(FusionInputError, match="at least two"):
         FrameSequence(paths[:1])
+
+
+def test_frame_header_of_mutated_files_is_a_tuple_none_or_one_line(tmp_path):
+    rng = np.random.default_rng(3)
+    img = (rng.random((40, 56, 3)) * 65535).astype(np.uint16)
+    valid = {}
+    for ext, arr in ((".png", img), (".tif", img), (".jpg", (img >> 8).astype(np.uint8))):
+        ok, buf = cv2.imencode(ext, arr)
+        valid[ext] = buf.tobytes()
+    for case in range(300):
+        ext = list(valid)[case % 3]
+        data = bytearray(valid[ext])
+        for _ in range(rng.integers(1, 6)):  # bit flips and overwrites in the first 200 bytes (the headers)
+            i = int(rng.integers(0, min(200, len(data))))
+            data[i] = int(rng.integers(0, 256)) if rng.random() < 0.5 else data[i] ^ (1 << int(rng.integers(0, 8)))
+        if rng.random() < 0.3:
+            data = data[:int(rng.integers(0, len(data)))]
+        p = tmp_path / f"case{case}{ext}"
+        p.write_bytes(bytes(data))
+        try:
+            told = io.frame_header(p)
+        except FusionInputError as e:
+            assert "\n" not in str(e) and str(p) in str(e)
+            continue
+        assert told is None or (len(told) == 4 and all(isinstance(v, int) for v in told[:2]))
