@@ -83,8 +83,17 @@ def make_stack(frames: list, size: str, n: int, work: Path) -> list[Path]:
     return paths
 
 
+def revision() -> str:
+    """The checkout's commit, with ``+changes`` where pyfusion/ differs from it (the code a case ran)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "pyfusion"], capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
 def measure(paths: list[Path], out: Path) -> dict:
     """One `pyfusion fuse` process over ``paths``: wall and CPU seconds, peak RSS (bytes), exit status."""
+    code = revision()
     cmd = [sys.executable, "-m", "pyfusion", "fuse", *map(str, paths), "-o", str(out), "--force"]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -96,7 +105,7 @@ def measure(paths: list[Path], out: Path) -> dict:
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_bytes": usage.ru_maxrss * 1024,
             "status": os.waitstatus_to_exitcode(status), "error": err.splitlines()[-1] if err else "",
             "load_start": load, "load_end": os.getloadavg()[0],
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "revision": code}
 
 
 def cpu_name() -> str:
@@ -146,6 +155,7 @@ def table(results: dict, frames: list, sizes: list, first_frame: dict) -> str:
         f"* Machine: {cpu_name()}, {os.cpu_count()} cores, shared with other "
         f"jobs (the load average says how busy); Python {platform.python_version()}",
         f"* Dates: {dates[0]} to {dates[-1]}" if dates else "* Dates: none measured",
+        f"* pyfusion at commit {', '.join(sorted({r.get('revision', 'unknown') for r in results.values()}))}",
         "* Wall seconds follow the other jobs' load (the load average over the last minute at the start and end); "
         "the peak memory does not depend on them.",
         "",
