@@ -84,9 +84,11 @@ def make_stack(frames: list, size: str, n: int, work: Path) -> list[Path]:
 
 
 def revision() -> str:
-    """The checkout's commit, with ``+changes`` where pyfusion/ differs from it (the code a case ran)."""
+    """The last commit that changed pyfusion/, with ``+changes`` where pyfusion/ differs from it (the code a case
+    ran)."""
     git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run([*git, "log", "-1", "--format=%h", "--", "pyfusion"], capture_output=True,
+                          text=True).stdout.strip()
     dirty = subprocess.run([*git, "status", "--porcelain", "pyfusion"], capture_output=True, text=True).stdout.strip()
     return (head or "unknown") + ("+changes" if dirty else "")
 
@@ -155,7 +157,7 @@ def table(results: dict, frames: list, sizes: list, first_frame: dict) -> str:
         f"* Machine: {cpu_name()}, {os.cpu_count()} cores, shared with other "
         f"jobs (the load average says how busy); Python {platform.python_version()}",
         f"* Dates: {dates[0]} to {dates[-1]}" if dates else "* Dates: none measured",
-        f"* pyfusion at commit {', '.join(sorted({r.get('revision', 'unknown') for r in results.values()}))}",
+        f"* pyfusion/ as of commit {', '.join(sorted({r.get('revision', 'unknown') for r in results.values()}))}",
         "* Wall seconds follow the other jobs' load (the load average over the last minute at the start and end); "
         "the peak memory does not depend on them.",
         "",
