@@ -27,9 +27,9 @@ _STREAMING = ("cnn",)
 #: Default cap (GB, 2**30 bytes) on the memory of a fusion that reads its frames as needed (:func:`streams`): the
 #: process's resident memory it plans for, at most this and at most what it holds plus 3/4 of MemAvailable.
 STACK_MEMORY = 3.5
-#: The one-pass stack's own maps at their peak, bytes per pixel: ``_STACK_PIXEL + _STACK_CHANNEL`` x channels
-#: (measured peak at 4000x3000 besides the score maps: 143 grey, 155 RGB; the maps of
-#: :mod:`pyfusion.methods.stack`, the guided filter's and the small-region removal's).
+#: The one-pass stack's own maps at their peak, bytes per pixel: ``_STACK_PIXEL + _STACK_CHANNEL`` x channels, an
+#: upper bound of the peaks measured at 4000x3000 besides the score maps (random labels, the worst case of the
+#: small-region removal): 143 grey and 155 RGB with the guided-filter blend, 125 RGB with the edge fix.
 _STACK_PIXEL, _STACK_CHANNEL = 140, 8
 #: The smallest budget left to the score-map stage under a cap (bytes): below it the cap is refused.
 _MIN_SCORE_BYTES = 128 << 20
