@@ -98,8 +98,8 @@ NET = (
            metavar="NAME"),
     Option("gpu", int, None, "run the net on CUDA device N (torch, caffe or onnx with CUDA; default the CPU)",
            metavar="N"),
-    Option("max_memory", float, None, "memory for the score-map stage in GB (tiles the images; default a share of "
-           "the free memory)", metavar="GB"),
+    Option("max_memory", float, None, "memory in GB: the score-map stage's (tiles the images; default a share of the "
+           "free memory); for cnn on three or more files, the whole fusion's cap (default 3.5)", metavar="GB"),
 )
 #: The paper's consistency steps (Sec. 3.3.2-3.3.3 of Liu et al. 2017).
 CONSISTENCY = (
