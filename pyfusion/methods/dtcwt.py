@@ -32,6 +32,7 @@ import numpy as np
 
 from pyfusion import dtcwt
 from pyfusion.methods.dwt import (_argmax_last, _box_max, _check_window, _decision_to_pixels, _validate,
+                                  fuse_through_unit, scaled_channels_first,
                                   average_low, consistency_verification, select_high_window_max_cv, take)
 from pyfusion.options import COMMON, Option, resolve
 from pyfusion.util import threads
@@ -132,8 +133,7 @@ def fuse_unit(images, **options) -> tuple[np.ndarray, dict]:
         raise ValueError(f"scale must be a positive number, got {o.scale!r}")
     rule = BORDERS[o.border]
     shape = imgs[0].shape
-    stack = np.stack(imgs) * o.scale
-    stack = np.moveaxis(stack, -1, 1) if stack.ndim == 4 else stack[:, None]  # (N, C, H, W)
+    stack = scaled_channels_first(imgs, o.scale)  # (N, C, H, W)
     nc = stack.shape[1]
     pyr = dtcwt.forward(stack, levels=o.levels, biort=o.biort, qshift=o.qshift)
 
@@ -162,15 +162,6 @@ MAPS = ("decision_map",)
 
 
 def fuse(images, **options):
-    """``pyfusion.fuse(..., method="dtcwt")``: validated sources (one shape and dtype) -> ``(fused, maps, timings)``.
-
-    The sources go to [0, 1] (:func:`pyfusion.io.to_unit`), through :func:`fuse_unit` with ``options``, and the
-    result back to their dtype (:func:`pyfusion.io.from_unit`: clipped and rounded as MATLAB's ``uint8()``).
-    """
-    import time
-
-    from pyfusion.io import from_unit, to_unit
-
-    t0 = time.perf_counter()
-    fused, maps = fuse_unit([to_unit(x) for x in images], **options)
-    return from_unit(fused, images[0].dtype), maps, {"fused": time.perf_counter() - t0}
+    """``pyfusion.fuse(..., method="dtcwt")``: validated sources (one shape and dtype) -> ``(fused, maps, timings)``
+    through :func:`fuse_unit` (:func:`pyfusion.methods.dwt.fuse_through_unit`)."""
+    return fuse_through_unit(fuse_unit, images, options)

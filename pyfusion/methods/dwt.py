@@ -662,11 +662,7 @@ def fuse_unit(images, **options) -> tuple[np.ndarray, dict]:
 
     shape = imgs[0].shape
     h, w = shape[:2]
-    stack = np.stack(imgs) * scale  # (N, H, W) or (N, H, W, C)
-    if stack.ndim == 4:
-        stack = np.moveaxis(stack, -1, 1)  # (N, C, H, W)
-    else:
-        stack = stack[:, None]  # (N, 1, H, W)
+    stack = scaled_channels_first(imgs, scale)
     nc = stack.shape[1]
 
     coeffs, shapes = dec(stack)
@@ -715,16 +711,26 @@ STAGES = ("fused",)
 MAPS = ("decision_map",)
 
 
-def fuse(images, **options):
-    """``pyfusion.fuse(..., method="dwt")``: validated sources (one shape and dtype) -> ``(fused, maps, timings)``.
+def scaled_channels_first(imgs, scale: float) -> np.ndarray:
+    """The validated sources stacked as ``(N, C, H, W)`` (``C = 1`` for ``(H, W)`` images), times ``scale``."""
+    stack = np.stack(imgs) * scale  # (N, H, W) or (N, H, W, C)
+    return np.moveaxis(stack, -1, 1) if stack.ndim == 4 else stack[:, None]
 
-    The sources go to [0, 1] (:func:`pyfusion.io.to_unit`), through :func:`fuse_unit` with ``options``, and the
-    result back to their dtype (:func:`pyfusion.io.from_unit`: clipped and rounded as MATLAB's ``uint8()``).
-    """
+
+def fuse_through_unit(fuse_unit_fn, images, options) -> tuple:
+    """A method interface over a [0, 1] fusion function: the sources to [0, 1] (:func:`pyfusion.io.to_unit`),
+    ``fuse_unit_fn(images, **options) -> (fused, maps)``, the result back to their dtype
+    (:func:`pyfusion.io.from_unit`: clipped and rounded as MATLAB's ``uint8()``); ``(fused, maps, timings)``."""
     import time
 
     from pyfusion.io import from_unit, to_unit
 
     t0 = time.perf_counter()
-    fused, maps = fuse_unit([to_unit(x) for x in images], **options)
+    fused, maps = fuse_unit_fn([to_unit(x) for x in images], **options)
     return from_unit(fused, images[0].dtype), maps, {"fused": time.perf_counter() - t0}
+
+
+def fuse(images, **options):
+    """``pyfusion.fuse(..., method="dwt")``: validated sources (one shape and dtype) -> ``(fused, maps, timings)``
+    through :func:`fuse_unit` (:func:`fuse_through_unit`)."""
+    return fuse_through_unit(fuse_unit, images, options)
