@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import need
 
 from fusionlab import occlusion, synthetic
 from fusionlab.commands import occlusion_bench
@@ -137,8 +138,7 @@ def test_oracle_and_given_labels(photos):
 
 
 def test_enfuse_decision_and_blend(photos):
-    if shutil.which("enfuse") is None:
-        pytest.skip("enfuse is not installed")
+    need(shutil.which("enfuse") is not None, "enfuse is not installed")   # .ci/run installs it
     s = _stack(photos, planes=2, radius=4.0)
     labels = occlusion.enfuse_labels(s.frames)
     assert labels.shape == s.planes.shape and set(np.unique(labels)) <= {0, 1, 2}

@@ -95,20 +95,19 @@ def test_wheel_fuses_through_the_api(installed):
     _better_than_sources(work, "api.png")
 
 
-def _need_cli(names):
-    if "pyfusion/cli.py" not in names:
-        pytest.skip("the wheel has no pyfusion/cli.py (the pyfusion command)")
+def _assert_cli(names):
+    assert "pyfusion/cli.py" in names, "the wheel has no pyfusion/cli.py (the pyfusion command)"
 
 
 def test_wheel_command_fuses(installed):
     venv, names, work = installed
-    _need_cli(names)
+    _assert_cli(names)
     _check(_run([venv / "bin" / "pyfusion", "fuse", "a.png", "b.png", "-o", "cli.png"], cwd=work), "pyfusion fuse")
     _better_than_sources(work, "cli.png")
 
 
 def test_wheel_command_info(installed):
     venv, names, work = installed
-    _need_cli(names)
+    _assert_cli(names)
     out = _check(_run([venv / "bin" / "pyfusion", "info"], cwd=work), "pyfusion info")
     assert all(name in out for name in SHIPPED), out
