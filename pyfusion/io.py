@@ -60,6 +60,7 @@ __all__ = [
     "write_image",
     "write_atomic",
     "to_gray",
+    "gray_unit32",
     "validate_images",
     "to_unit",
     "from_unit",
@@ -448,6 +449,23 @@ def validate_images(images, *, names=None, min_size: int = 1, min_reason: str = 
     return out
 
 
+def gray_unit32(img: np.ndarray) -> np.ndarray:
+    """float32 grayscale in [0, 1] of an image as :func:`to_unit` scales it, with :func:`to_gray`'s weights,
+    computed in float32 by OpenCV (per pixel: the result does not depend on the thread count). The fast stack
+    path's gray; within 1e-6 of ``to_gray(to_unit(img))``.
+    """
+    x = np.asarray(img)
+    scale = _SCALE.get(x.dtype, 1.0)
+    if x.ndim == 3 and x.shape[2] == 3:
+        m = np.array([RGB2GRAY], np.float32) / np.float32(scale)
+        return cv2.transform(x.astype(np.float32), m)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    if x.ndim != 2:
+        raise ValueError(f"expected an HxW, HxWx1 or HxWx3 image, got shape {x.shape}")
+    return x.astype(np.float32) * np.float32(1.0 / scale)
+
+
 def to_gray(img: np.ndarray) -> np.ndarray:
     """Grayscale with MATLAB ``rgb2gray`` weights (0.2989, 0.5870, 0.1140) as float64; 2-D input passes.
 
@@ -475,8 +493,8 @@ def _channels(img: np.ndarray) -> int:
     return 1 if img.ndim == 2 else img.shape[2]
 
 
-def to_unit(img: np.ndarray) -> np.ndarray:
-    """Return a float64 copy of ``img`` scaled to [0, 1] (``/255`` for uint8, ``/65535`` for uint16).
+def to_unit(img: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Return a float64 (or ``dtype``) copy of ``img`` scaled to [0, 1] (``/255`` for uint8, ``/65535`` for uint16).
 
     References
     ----------
@@ -485,8 +503,8 @@ def to_unit(img: np.ndarray) -> np.ndarray:
     """
     scale = _SCALE.get(img.dtype)
     if scale is None:
-        return np.array(img, dtype=np.float64, copy=True)
-    return img.astype(np.float64) / scale
+        return np.array(img, dtype=dtype, copy=True)
+    return img.astype(dtype) / np.asarray(scale, dtype)
 
 
 def from_unit(x: np.ndarray, dtype) -> np.ndarray:

@@ -51,6 +51,8 @@ OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, region_ratio={
            "instead of in one pass"),
     Option("edge_fix", on_off, True, "one pass: re-decide a 16-px band around the depth map's edges by a per-pixel "
            "focus measure and blend with a 4-level pyramid (off: the paper's guided filter)", metavar="on|off"),
+    Option("exact", bool_flag, False, "one pass: score every frame at full resolution, as the paper does (default: "
+           "frames over 520x520 are scored at a reduced working size, stack.WORK_PIXELS)"),
     Option("score_fn", object, None, "score_fn(a, b) -> scores: a pair score function replacing the net", cli=False),
     Option("frame_fn", object, None, "frame_fn(gray) -> scores: per-frame scores replacing the net in one pass",
            cli=False),
@@ -209,7 +211,7 @@ def fuse(images, **options):
         return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
                           max_bytes=gb_to_bytes(max_memory), progress=progress,
                           region_ratio=REGION_RATIO_STACK if region_ratio is None else region_ratio, gf_radius=gf_radius,
-                          gf_eps=gf_eps, edge_fix=o.edge_fix)
+                          gf_eps=gf_eps, edge_fix=o.edge_fix, work_pixels=None if o.exact else stack.WORK_PIXELS)
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")
     if score_fn is None:

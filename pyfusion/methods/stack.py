@@ -69,12 +69,12 @@ from scipy import ndimage
 from pyfusion import models
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK
 from pyfusion.focus import focus_map
-from pyfusion.io import to_gray, to_unit
+from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
-from pyfusion.refine_stack import edge_fix as _edge_fix, guided_blend, progress_frames as _frames
+from pyfusion.refine_stack import BAND, edge_fix as _edge_fix, guided_blend, progress_frames as _frames
 from pyfusion.util import Stopwatch
 
-__all__ = ["fuse", "remove_small_label_regions", "MAPS", "STAGES"]
+__all__ = ["fuse", "remove_small_label_regions", "work_factor", "block_mean", "MAPS", "STAGES", "WORK_PIXELS"]
 
 #: Keys of the timings besides ``"total"`` (the pairwise method's names: ``binary_map`` is the argmax here).
 STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map", "fused")
@@ -83,6 +83,45 @@ STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map",
 MAPS = ("label_map", "depth_map")
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+
+#: The fast path's working size (pixels): the survey's 520x520 pairs, the size the paper's net was shown to decide
+#: at (its training patches came from 0.15-megapixel photos).
+WORK_PIXELS = 520 * 520
+#: The fast path's smallest working side (px): a frame is never reduced below it.
+MIN_WORK_SIDE = 64
+
+
+def work_factor(shape, *, pixels: int = WORK_PIXELS, min_side: int = MIN_WORK_SIDE) -> int:
+    """The fast path's downscale of an ``(H, W)`` frame: the smallest integer ``f`` with
+    ``ceil(H / f) ceil(W / f) <= pixels``, lowered while ``min(ceil(H / f), ceil(W / f)) < min_side``; 1 for
+    frames of at most ``pixels`` (the fast path is then the exact one)."""
+    h, w = int(shape[0]), int(shape[1])
+    f = 1
+    while -(-h // f) * -(-w // f) > pixels:
+        f += 1
+    while f > 1 and min(-(-h // f), -(-w // f)) < min_side:
+        f -= 1
+    return f
+
+
+def block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """The mean of each ``f x f`` block of a 2-D array (float32 out), the last row and column of blocks completed
+    by repeating the edge pixels: shape ``(ceil(H / f), ceil(W / f))``."""
+    x = np.asarray(x, np.float32)
+    if f == 1:
+        return x
+    h, w = x.shape
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    if (hp, wp) != (h, w):
+        x = np.pad(x, ((0, hp - h), (0, wp - w)), mode="edge")
+    return x.reshape(hp // f, f, wp // f, f).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def _upsample(labels: np.ndarray, f: int, shape) -> np.ndarray:
+    """Each label of a working-size map repeated over its ``f x f`` block, cut to ``shape``."""
+    if f == 1:
+        return labels
+    return np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[:shape[0], :shape[1]]
 
 
 def remove_small_label_regions(labels: np.ndarray, *, area: int | None = None, ratio: float = REGION_RATIO,
@@ -169,7 +208,7 @@ def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
          max_bytes=None,
          progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
-         patch: int | None = None, stride: int | None = None, edge_fix: bool = True):
+         patch: int | None = None, stride: int | None = None, edge_fix: bool = True, work_pixels: int | None = None):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
 
     Parameters
@@ -193,6 +232,13 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         True (default): the depth map's boundary band re-decided by a local focus measure, then a pyramid blend
         (:func:`pyfusion.refine_stack.edge_fix`; ``gf_radius`` and ``gf_eps`` unused); False: steps 6-7, the
         guided-filter blend (:func:`pyfusion.refine_stack.guided_blend`).
+    work_pixels : int, optional
+        None (default): the score maps at full resolution, as in [1]_. A number (the fast path, ``WORK_PIXELS``
+        for ``fuse(..., exact=False)``): frames of more pixels are scored at a working size, each frame's float32
+        gray reduced by :func:`block_mean` with the factor :func:`work_factor`; the focus maps, the argmax and the
+        small-region removal run at that size, the depth map is repeated back to full size, and the edge fix's
+        band is ``BAND`` working pixels (``BAND * f`` px) wide and runs in float32. Frames of at most
+        ``work_pixels`` pixels take the full-resolution path (byte for byte).
 
     Returns
     -------
@@ -211,20 +257,22 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     if n < 2:
         raise ValueError(f"need two or more sources, got {n}")
     h, w = images[0].shape[:2]
-    expected = m.score_shape(h, w)
+    f = 1 if work_pixels is None else work_factor((h, w), pixels=work_pixels)
+    hs, ws = -(-h // f), -(-w // f)   # the working size (the frames' for f = 1)
+    expected = m.score_shape(hs, ws)
     timings = dict.fromkeys(STAGES, 0.0)
     tick = Stopwatch(timings)
 
     # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
-    best = np.full((h, w), -np.inf)
-    labels = np.zeros((h, w), np.int32)
+    best = np.full((hs, ws), -np.inf)
+    labels = np.zeros((hs, ws), np.int32)
     for k, img in enumerate(_frames(images, "score maps", progress)):
-        gray = to_gray(to_unit(img))
+        gray = to_gray(to_unit(img)).astype(np.float32) if f == 1 else block_mean(gray_unit32(img), f)
         tick("fused")  # conversions: counted with the blend
-        s = _check_scores(frame_fn(gray.astype(np.float32)), expected, k)
+        s = _check_scores(frame_fn(gray), expected, k)
         del gray
         tick("score_map")
-        focus = focus_map(s, (h, w), patch=patch, stride=stride)
+        focus = focus_map(s, (hs, ws), patch=patch, stride=stride)
         del s
         tick("focus_map")
         better = focus > best
@@ -233,10 +281,11 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         del focus, better
         tick("binary_map")
     del best
-    depth = remove_small_label_regions(labels, area=area_threshold((h, w), ratio=region_ratio), n_labels=n)
+    depth = remove_small_label_regions(labels, area=area_threshold((hs, ws), ratio=region_ratio), n_labels=n)
+    labels, depth = _upsample(labels, f, (h, w)), _upsample(depth, f, (h, w))
     tick("cleaned_map")
     if edge_fix:
-        fused, depth = _edge_fix(images, depth, progress=progress)
+        fused, depth = _edge_fix(images, depth, band=BAND * f, progress=progress, fast=f > 1)
     else:
         fused = guided_blend(images, depth, gf_radius=gf_radius, gf_eps=gf_eps, threads=threads, progress=progress)
     tick("fused")
