@@ -335,3 +335,41 @@ def test_three_channel_model_through_score_map(winograd, toys, tmp_path):
     whole = net.score_map(a, b, model=onnx, backend="winograd", tile=(10**6, 10**6))
     assert np.array_equal(whole, _toy_net(winograd, toys, "rgb")(a, b))
     assert np.array_equal(net.score_map(a, b, model=onnx, backend="winograd", tile=(4, 9)), whole)
+
+
+def _onnx():
+    import importlib.util
+
+    need(importlib.util.find_spec("onnx") is not None, "onnx not installed (requirements.txt)")
+    import onnx
+
+    return onnx
+
+
+@pytest.mark.parametrize("name", ["cnn", "wavelet_low", "wavelet_high"])
+def test_load_params_reads_the_shipped_models_as_onnx_does(name):
+    """The weights are read from the protobuf without the onnx package; onnx reads the same arrays."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    from pyfusion.backends.winograd import load_params
+
+    path = models.get(name).onnx
+    ours = load_params(path)
+    theirs = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    assert ours.keys() == theirs.keys() and len(ours) > 6
+    for k, v in theirs.items():
+        assert ours[k].dtype == v.dtype and ours[k].shape == v.shape and np.array_equal(ours[k], v), k
+
+
+def test_load_params_reads_a_model_written_by_onnx(tmp_path, toys):
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    from pyfusion.backends.winograd import load_params
+
+    path = next(iter(toys.values()))[1]
+    theirs = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    ours = load_params(path)
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[k], theirs[k]) for k in theirs)

@@ -145,13 +145,89 @@ def _ptr(a: np.ndarray):
     return a.ctypes.data_as(_F32P)
 
 
-def load_params(onnx_path) -> dict:
-    """Weights of an ONNX model written by :func:`fusionlab.onnx_export.export_onnx`, by initializer name."""
-    import onnx
-    from onnx import numpy_helper
+#: ONNX TensorProto data types read from ``raw_data`` by :func:`load_params` -> numpy dtypes (little-endian).
+_ONNX_TYPES = {1: "<f4", 6: "<i4", 7: "<i8", 11: "<f8"}
 
-    model = onnx.load(str(onnx_path))
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, i
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """The fields of one protobuf message: ``(number, wire type, value)``, value an int (varint) or bytes."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _tensor(buf: bytes):
+    """One TensorProto with its data in ``raw_data`` -> (name, array), or None for any other layout."""
+    dims, dtype, name, raw = [], None, "", None
+    for number, wire, value in _fields(buf):
+        if number == 1 and wire == 0:
+            dims.append(value)
+        elif number == 1:                    # packed dims
+            j = 0
+            while j < len(value):
+                d, j = _varint(value, j)
+                dims.append(d)
+        elif number == 2:
+            dtype = _ONNX_TYPES.get(value)
+        elif number == 8:
+            name = value.decode()
+        elif number == 9:
+            raw = value
+        elif number == 14 and value == 1:    # external data
+            return None
+    if dtype is None or raw is None:
+        return None
+    return name, np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype[1:], copy=True)
+
+
+def load_params(onnx_path) -> dict:
+    """Weights of an ONNX model written by :func:`fusionlab.onnx_export.export_onnx`, by initializer name.
+
+    The model's protobuf is read directly (ModelProto.graph = field 7, GraphProto.initializer = field 5,
+    TensorProto dims / data_type / name / raw_data = fields 1 / 2 / 8 / 9): importing the ``onnx`` package costs
+    more than the whole fast stack path's score maps. A model with initializers in another layout (typed data
+    fields, external data) is read by ``onnx`` instead.
+    """
+    with open(onnx_path, "rb") as f:
+        model = f.read()
+    params = {}
+    for number, wire, graph in _fields(model):
+        if number != 7 or wire != 2:
+            continue
+        for field, kind, value in _fields(graph):
+            if field != 5 or kind != 2:
+                continue
+            t = _tensor(value)
+            if t is None:
+                import onnx
+                from onnx import numpy_helper
+
+                return {x.name: numpy_helper.to_array(x) for x in onnx.load(str(onnx_path)).graph.initializer}
+            params[t[0]] = t[1]
+    return params
 
 
 def transform_filter(w: np.ndarray) -> np.ndarray:
