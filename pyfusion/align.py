@@ -3,9 +3,11 @@
 Each frame is registered to the reference (the middle frame by default) with OpenCV's ECC
 (:func:`cv2.findTransformECC`, Evangelidis & Psarakis 2008) on Gaussian pyramids of the grayscale images
 (:func:`pyfusion.io.to_gray`, float32), coarsest level first: the estimate of one level, scaled by two, starts
-the next. By default ECC stops at half size (``finest_level=1``) and the estimate is scaled to full size: on
-synthetic hand-held stacks its corner error was no larger than that of ECC at full size, at 0.37 of the time
-(docs/stacks.md, "Speed"); ``finest_level=0`` runs the full size too (finer on sharp, finely textured frames).
+the next. By default ECC stops at half size (``finest_level=1``), or for frames of more than 4 x 520 x 520
+pixels at the first level of at most 520 x 520 (:func:`auto_finest_level`: quarter size for 3 megapixels), and
+the estimate is scaled to full size: on synthetic hand-held stacks the half-size corner error was no larger than
+that of ECC at full size, at 0.37 of the time (docs/stacks.md, "Speed"); ``finest_level=0`` runs the full size
+too (finer on sharp, finely textured frames).
 A frame that moves no image corner by more than ``still`` (0.05 px) is not resampled. ECC maximises the enhanced
 correlation coefficient, so the exposure may differ between frames, and defocus (a zero-phase blur) hardly
 biases it. The motion is affine (default: shift, rotation, scale for focus breathing, shear), a homography,
@@ -59,9 +61,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pyfusion.constants import WORK_PIXELS
 from pyfusion.io import FusionInputError, to_gray
 
-__all__ = ["AlignReport", "align", "map_points", "MOTIONS", "INTERPOLATIONS", "INTERPOLATION"]
+__all__ = ["AlignReport", "align", "auto_finest_level", "map_points", "MOTIONS", "INTERPOLATIONS", "INTERPOLATION"]
 
 #: Motion models: name -> OpenCV motion type ("translation": shift only; "euclidean": shift and rotation, no
 #: scale, so no focus breathing; "affine": the default; "homography": perspective too).
@@ -148,6 +151,17 @@ def _pyramid(gray: np.ndarray, levels: int) -> list[np.ndarray]:
     for _ in range(levels - 1):
         pyr.append(cv2.pyrDown(pyr[-1]))
     return pyr
+
+
+def auto_finest_level(shape, levels: int, *, pixels: int = WORK_PIXELS) -> int:
+    """ECC's finest level by default: the first level of the pyramid with at most ``pixels`` pixels (each level
+    ``ceil`` half the one above), at least :data:`FINEST_LEVEL` and at most ``levels - 1``. Frames of at most
+    4 ``pixels`` (e.g. 1040x1040) stop at half size; the 2004x1502 frames of a 3-megapixel camera at quarter size."""
+    h, w = int(shape[0]), int(shape[1])
+    level = 0
+    while h * w > pixels and level < levels - 1:
+        h, w, level = -(-h // 2), -(-w // 2), level + 1
+    return max(min(FINEST_LEVEL, levels - 1), level)
 
 
 def _auto_levels(shape, min_side: int = 48, max_levels: int = 6) -> int:
@@ -289,7 +303,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
           iterations: int = 100, eps: float = 1e-6, gauss_size: int = 5, gauss_fine: int = 1,
           min_correlation: float = MIN_CORRELATION, max_motion: float = 0.25, fill: bool = False,
           on_failure: str = "stop", interpolation: str = INTERPOLATION, threads: int | None = None,
-          finest_level: int = FINEST_LEVEL, still: float = STILL):
+          finest_level: int | None = None, still: float = STILL):
     """Register every frame to a reference with ECC on a pyramid; warp; crop to the common region (or fill).
 
     Parameters
@@ -322,8 +336,9 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
     threads : int, optional
         OpenCV threads during the alignment (restored afterwards); default: OpenCV's setting.
     finest_level : int, optional
-        The finest pyramid level ECC runs on (0: full size; 1: half size, :data:`FINEST_LEVEL`, default; ...);
-        the estimate is then scaled to full size. Clipped to the pyramid's levels.
+        The finest pyramid level ECC runs on (0: full size; 1: half size, :data:`FINEST_LEVEL`; ...); the
+        estimate is then scaled to full size. Clipped to the pyramid's levels. Default: :func:`auto_finest_level`
+        (half size, or the first level of at most ``constants.WORK_PIXELS`` pixels for larger frames).
     still : float, optional
         A frame whose transform moves none of the image corners by more than ``still`` pixels is taken as it
         is, not resampled (its transform in the report is still the estimate; default :data:`STILL` = 0.05 px;
@@ -360,6 +375,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
     nlev = _auto_levels(shape) if levels is None else max(1, int(levels))
     report = AlignReport(reference=names[ref], motion=motion, levels=nlev)
     identity = np.eye(3 if motion == "homography" else 2, 3)
+    finest = auto_finest_level(shape, nlev) if finest_level is None else min(int(finest_level), nlev - 1)
 
     with _cv2_threads(threads):
         ref_pyr = _pyramid(to_gray(frames[ref]).astype(np.float32), nlev)
@@ -374,7 +390,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
             try:
                 warp, cc = _register(ref_pyr, _pyramid(to_gray(frame).astype(np.float32), nlev), motion,
                                      iterations=iterations, eps=eps, gauss=gauss_size,
-                                     gauss_fine=gauss_fine, finest_level=min(int(finest_level), nlev - 1))
+                                     gauss_fine=gauss_fine, finest_level=finest)
             except cv2.error as e:
                 msg = " ".join(str(e).split())
                 reason = "ECC did not converge" + (" (images uncorrelated or not overlapping)"

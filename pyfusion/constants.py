@@ -21,3 +21,6 @@ VAR_THRESHOLD = 25.0  # clear-patch variance threshold in 0-255 units (authors' 
 RGB2GRAY = (0.2989, 0.5870, 0.1140)  # MATLAB rgb2gray weights, used by the authors' released code
 BAND_SCALE = {"low": 0.5, "high": 2.0}  # Haar band scales of the wavelet nets' inputs (fusionlab.data): LL x 1/2 is
                                         # the 2x2 block mean; details x 2 (this project's choice, docs/wavelet.md)
+#: Working size (pixels) of the fast stack path and of the alignment by default: larger frames are scored and
+#: registered at a reduced size (the survey's 520x520 pairs, the size the paper's net was shown to decide at).
+WORK_PIXELS = 520 * 520

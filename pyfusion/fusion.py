@@ -221,7 +221,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         ``{"motion": "homography", "on_failure": "skip", "fill": True}``; ``names`` labels the sources in its
         messages, default the paths or ``image 1``, ...). The report is
         ``FusionResult.alignment``; the fused image then has the crop's size. Default ``False``: the sources must
-        already be registered.
+        already be registered. With ``exact=True`` (``cnn``) ECC stops at half size whatever the frames' size
+        (``finest_level=1``) unless the dict says otherwise.
     **options
         The method's options, as it declares them (``OPTIONS`` of its module; :func:`method_options`; the table
         in docs/options.md). Every method takes ``threads`` and ``progress``; the net-based ones ``model``,
@@ -281,6 +282,10 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         align_opts = dict(align) if isinstance(align, dict) else {}
         align_opts.setdefault("threads", options.get("threads"))
         align_opts.setdefault("names", names)
+        if options.get("exact"):   # the exact path: the half-size ECC whatever the frames' size
+            from pyfusion.align import FINEST_LEVEL
+
+            align_opts.setdefault("finest_level", FINEST_LEVEL)
         arrays, report = _align(arrays, **align_opts)
         arrays = validate_images(arrays, names=report.names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
         t_align = {"align": time.perf_counter() - t0}

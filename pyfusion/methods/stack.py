@@ -67,7 +67,7 @@ import numpy as np
 from scipy import ndimage
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, WORK_PIXELS
 from pyfusion.focus import focus_map
 from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
@@ -84,9 +84,6 @@ MAPS = ("label_map", "depth_map")
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
-#: The fast path's working size (pixels): the survey's 520x520 pairs, the size the paper's net was shown to decide
-#: at (its training patches came from 0.15-megapixel photos).
-WORK_PIXELS = 520 * 520
 #: The fast path's smallest working side (px): a frame is never reduced below it.
 MIN_WORK_SIDE = 64
 
