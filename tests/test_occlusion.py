@@ -1,5 +1,6 @@
 """The occlusion benchmark: the layered-defocus stack generator and the halo measure (fusionlab.occlusion), and
 `python -m fusionlab occlusion-bench` end to end on one tiny stack."""
+import hashlib
 import json
 import shutil
 
@@ -79,6 +80,34 @@ def test_generator_is_seeded(photos):
     assert all(np.array_equal(x, y) for x, y in zip(a.transforms, b.transforms))
     assert not np.array_equal(a.planes, c.planes)
     assert not np.array_equal(a.moved[0], a.frames[0]) and np.array_equal(a.moved[1], a.frames[1])  # hand-held
+
+
+def test_scale_1_is_the_benchmark_as_it_was(photos):
+    """sha256 of a stack as the generator made it before it had ``scale``: scale 1 (given or not) is unchanged."""
+    for s in (_stack(photos), occlusion.make_occlusion_stack(photos, np.random.default_rng([0, 1]), radius=4.0,
+                                                              name="t", scale=1)):
+        arrays = s.frames + s.moved + (s.sharp, s.planes, s.labels, s.radii) + s.transforms
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+        assert digest == "d5db7e9d0a4acfa2c762d9b2cab8acd0d9c1ecb83310917f0ffec7884061d303"
+
+
+def test_scale_2_is_the_same_scene_at_twice_the_pixels(photos):
+    one = _stack(photos)
+    two = occlusion.make_occlusion_stack(photos, np.random.default_rng([0, 1]), radius=4.0, name="t", scale=2)
+    h, w = photos[0].shape[:2]
+    assert two.sharp.shape == (2 * h, 2 * w, 3) and two.planes.shape == two.labels.shape == (2 * h, 2 * w)
+    assert all(f.shape == two.sharp.shape for f in two.frames + two.moved)
+    assert two.radius == 8.0 and np.array_equal(two.radii, 2 * one.radii) and two.width == 9
+    assert np.mean(two.planes[::2, ::2] == one.planes) > 0.95          # the same shapes, sampled finer
+    background = synthetic.enlarge(photos[-1], 2)
+    assert np.array_equal(two.sharp[two.planes == 2], background[two.planes == 2])
+
+
+def test_one_pass_exact_is_an_occlusion_fuser_and_scale_has_its_own_json():
+    assert "one-pass exact" in occlusion.OCC_FUSERS
+    args = occlusion_bench.parse_args(["--scale", "2", "--fusers", "one-pass;one-pass exact"])
+    assert args.json.name == "occlusion_bench_scale2.json" and args.fusers == ["one-pass", "one-pass exact"]
+    assert occlusion_bench.parse_args([]).json.name == "occlusion_bench.json"
 
 
 def test_benchmark_stacks_cycle_planes_and_radii_and_do_not_depend_on_count(photos, tmp_path):

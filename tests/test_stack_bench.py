@@ -1,5 +1,6 @@
 """The focus-stack benchmark: the synthetic stack generator (fusionlab.synthetic), the benchmark and figure helpers
 (fusionlab.stackbench) and tools/stack_bench.py end to end on one tiny stack."""
+import hashlib
 import json
 import shutil
 import sys
@@ -23,8 +24,9 @@ def photo():
     return np.ascontiguousarray(data.astronaut()[100:196, 150:278])   # 96x128 RGB uint8, textured
 
 
-def _stack(photo, seed=0, frames=5, step=1.5):
-    return synthetic.make_stack(photo, np.random.default_rng([seed, 1]), frames=frames, step=step, name="t")
+def _stack(photo, seed=0, frames=5, step=1.5, **options):
+    return synthetic.make_stack(photo, np.random.default_rng([seed, 1]), frames=frames, step=step, name="t",
+                                **options)
 
 
 # ------------------------------------------------------------------------------------------------- the generator
@@ -34,6 +36,44 @@ def test_generator_is_deterministic(photo):
         assert np.array_equal(x, y)
     assert all(np.array_equal(s, t) for s, t in zip(a.transforms, b.transforms))
     assert not np.array_equal(a.layers, c.layers)
+
+
+def test_scale_1_is_the_benchmark_as_it_was(photo):
+    """sha256 of a stack as the generator made it before it had ``scale``: scale 1 (given or not) is unchanged."""
+    for s in (_stack(photo), _stack(photo, scale=1)):
+        arrays = s.frames + s.moved + (s.layers, s.depth) + s.transforms
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+        assert digest == "308c14a446398e2aa1274e8c140f4898d89ac462dd0447df295ec066c4cb7f6e"
+
+
+def _centre_shift(transform, shape):
+    """Where the moved frame's centre lands in the reference, minus the centre: the shake's shift."""
+    h, w = shape
+    g = np.linalg.inv(np.vstack([transform, [0.0, 0.0, 1.0]]))[:2]
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    return g[:, :2] @ centre + g[:, 2] - centre
+
+
+def test_scale_2_is_the_same_scene_at_twice_the_pixels(photo):
+    one, two = _stack(photo, frames=4, step=2.0), _stack(photo, frames=4, step=2.0, scale=2)
+    h, w = photo.shape[:2]
+    assert two.sharp.shape == (2 * h, 2 * w, 3) and two.layers.shape == two.depth.shape == (2 * h, 2 * w)
+    assert all(f.shape == two.sharp.shape for f in two.frames + two.moved) and two.step == 4.0
+    assert np.array_equal(two.sharp, cv2.resize(photo, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC))
+    assert np.mean(two.layers[::2, ::2] == one.layers) > 0.95          # the same layers, sampled finer
+    assert np.abs(cv2.resize(two.depth, (w, h), interpolation=cv2.INTER_AREA) - one.depth).max() < 0.01
+    for k, f in enumerate(two.frames):
+        assert np.array_equal(f[two.layers == k], two.sharp[two.layers == k])
+    for a, b in zip(one.transforms, two.transforms):                 # same rotation and zoom, twice the shift
+        assert np.allclose(a[:, :2], b[:, :2])
+        assert np.allclose(_centre_shift(b, (2 * h, 2 * w)), 2 * _centre_shift(a, (h, w)))
+
+
+def test_one_pass_exact_is_a_fuser_and_equals_one_pass_below_the_working_size(photo, winograd):
+    assert stackbench.FUSERS["one-pass exact"] == ("cnn", {"exact": True})
+    s = _stack(photo)
+    fast, exact = (stackbench.fuse_frames(list(s.frames), f)["fused"] for f in ("one-pass", "one-pass exact"))
+    assert np.array_equal(fast, exact)
 
 
 def test_frames_are_sharp_on_their_layer_and_blurrier_with_depth_distance(photo):
@@ -201,6 +241,26 @@ def test_stack_bench_tool_end_to_end_and_resumes(tmp_path, photo, winograd, monk
     monkeypatch.setattr(stackbench, "score_stack", fail)
     assert stack_bench.main(argv) == 0                                  # resumes: nothing recomputed
     assert json.loads(out.read_text())["stacks"] == rows
+
+
+def test_stack_bench_at_scale_2_writes_its_own_json_and_block(tmp_path, photo, winograd):
+    from fusionlab.commands import stack_bench
+
+    assert stack_bench.parse_args([]).json.name == "stack_bench.json"
+    assert stack_bench.parse_args(["--scale", "2"]).json.name == "stack_bench_scale2.json"
+    folder = _photos(tmp_path, photo, n=1)
+    out, doc = tmp_path / "bench.json", tmp_path / "stacks.md"
+    argv = ["--photos", str(folder), "--count", "1", "--crop", "48", "--scale", "2", "--fusers",
+            "one-pass;one-pass exact", "--json", str(out), "--doc", str(doc), "--no-progress"]
+    assert stack_bench.main(argv) == 0
+    run = json.loads(out.read_text())
+    assert run["config"]["scale"] == 2 and run["stacks"][0]["shape"] == [96, 96, 3]
+    text = doc.read_text()
+    assert "<!-- stack_bench_scale2:start -->" in text and "<!-- stack_bench:start -->" not in text
+    assert "--scale 2" in text and "one-pass vs one-pass exact, moved+align" in text
+    with pytest.raises(SystemExit) as e:
+        stack_bench.parse_args(["--scale", "0"])
+    assert e.value.code == 2
 
 
 def test_enfuse_fuses_registered_and_hand_held_stacks(photo):

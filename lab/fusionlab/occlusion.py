@@ -21,7 +21,10 @@ edge shows as a halo), and in a frame focused on the near object the background,
 Ground truth: every plane sharp, composited with the hard alphas (each pixel the nearest plane's colour). The
 frame in focus at a pixel of the truth (:attr:`OcclusionStack.labels`) is the frame focused nearest to the
 depth of the plane seen there. Frames are rounded to 8 bits; a hand-held copy moves them as the stack
-benchmark's does (:func:`fusionlab.synthetic.shake`).
+benchmark's does (:func:`fusionlab.synthetic.shake`). A ``scale`` K (:func:`make_occlusion_stack`) makes the same
+scene at K times the pixels per side as the stack benchmark's does (:mod:`fusionlab.synthetic`): the photos enlarged,
+the shapes' random fields drawn at the photo's size, interpolated and cut at the same level, R and the shake's
+shift times K.
 
 Halo measure (:func:`halo_scores`): the *band* is every pixel within ``w`` pixels of a pixel of another visible
 plane (:func:`band_mask`; a straight edge gives a band ``2 w`` pixels wide, ``w`` each side), ``w = ceil(R) + 1``
@@ -67,7 +70,8 @@ OCC_RADII = (4.0, 6.0, 8.0, 12.0)
 #: The share of the image each occluding shape covers (uniform in this range).
 OCC_COVER = (0.15, 0.35)
 #: The fusers compared: :data:`fusionlab.stackbench.FUSERS` labels and ``focus-stack`` (:func:`focus_stack_fuse`).
-OCC_FUSERS = ("one-pass", "one-pass guided", "series", "wavelet-cnn", "dwt", "enfuse", "focus-stack")
+OCC_FUSERS = ("one-pass", "one-pass exact", "one-pass guided", "series", "wavelet-cnn", "dwt", "enfuse",
+              "focus-stack")
 #: Where ``focus-stack`` is built (docs/stacks.md: from ``../shared/peers/focus-stack``).
 FOCUS_STACK = ROOT / "build/peers/focus-stack/build/focus-stack"
 
@@ -105,11 +109,13 @@ def fit_photo(img: np.ndarray, shape) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def occluder_alpha(shape, rng: np.random.Generator, *, cover=OCC_COVER) -> np.ndarray:
+def occluder_alpha(shape, rng: np.random.Generator, *, cover=OCC_COVER, scale: int = 1) -> np.ndarray:
     """A hard 0/1 float64 alpha: :func:`fusionlab.synthetic.random_field` above its ``1 - c`` quantile, ``c``
-    uniform in ``cover`` (the share of the image it covers)."""
+    uniform in ``cover`` (the share of the image it covers). ``scale``: at ``scale`` times ``shape`` per side, the
+    field drawn at ``shape`` and interpolated (:func:`fusionlab.synthetic.upsample`) before the cut."""
     field = synthetic.random_field(shape, rng)
-    return (field > np.quantile(field, 1.0 - rng.uniform(*cover))).astype(np.float64)
+    level = np.quantile(field, 1.0 - rng.uniform(*cover))
+    return (synthetic.upsample(field, scale) > level).astype(np.float64)
 
 
 def composite(colours, alphas, radii) -> np.ndarray:
@@ -130,7 +136,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def make_occlusion_stack(photos, rng: np.random.Generator, *, radius: float, name: str = "",
+def make_occlusion_stack(photos, rng: np.random.Generator, *, radius: float, name: str = "", scale: int = 1,
                          **motion) -> OcclusionStack:
     """An occlusion stack (module docstring) from P >= 2 photos, nearest plane first, the last the background.
 
@@ -143,6 +149,9 @@ def make_occlusion_stack(photos, rng: np.random.Generator, *, radius: float, nam
     radius : float
         R, the largest disk radius (the nearest plane in the frame focused on the farthest and back).
     name : str, optional
+    scale : int, optional
+        The same scene at ``scale`` times the pixels per side (module docstring; the stack's ``radius`` is then
+        ``scale * radius``); default 1.
     **motion
         Options of :func:`fusionlab.synthetic.shake`.
 
@@ -153,9 +162,11 @@ def make_occlusion_stack(photos, rng: np.random.Generator, *, radius: float, nam
     p_count = len(photos)
     if p_count < 2:
         raise ValueError(f"need two or more planes, got {p_count}")
+    alphas = [occluder_alpha(photos[-1].shape[:2], rng, scale=scale) for _ in range(p_count - 1)]
+    photos, radius = [synthetic.enlarge(p, scale) for p in photos], radius * scale
     shape = photos[-1].shape[:2]
     colours = [fit_photo(p, shape).astype(np.float64) for p in photos]
-    alphas = [occluder_alpha(shape, rng) for _ in range(p_count - 1)] + [np.ones(shape)]
+    alphas.append(np.ones(shape))
     n = max(3, p_count)
     z = np.arange(p_count) / (p_count - 1)
     f = np.arange(n) / (n - 1)
@@ -166,25 +177,27 @@ def make_occlusion_stack(photos, rng: np.random.Generator, *, radius: float, nam
     in_focus = np.argmin(np.abs(z[:, None] - f[None, :]), axis=1).astype(np.int32)
     sharp = _to_uint8(composite(colours, alphas, np.zeros(p_count)))
     frames = [_to_uint8(composite(colours, alphas, radii[:, k])) for k in range(n)]
-    moved, transforms = synthetic.shake(frames, rng, **motion)
+    moved, transforms = synthetic.shake(frames, rng, **synthetic.scaled_motion(motion, scale))
     return OcclusionStack(name, sharp, tuple(frames), planes, in_focus[planes], radii, float(radius), tuple(moved),
                           tuple(transforms))
 
 
-def occlusion_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, crop: int | None = None):
+def occlusion_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, crop: int | None = None,
+                     scale: int = 1):
     """``count`` occlusion stacks from the photos (paths, sorted order, cycled): stack k has
     ``OCC_PLANES[k % 3]`` planes and the largest radius ``OCC_RADII[k % 4]``; its background is photo
     ``start + k`` and its nearer planes photos ``start + k + 1, ...`` (nearest first); drawn from
     ``numpy.random.default_rng([seed, k])``: deterministic for a seed, and stack k the same whatever ``count``.
     The benchmark is ``start=0, seed=0``; tuning stacks take other photos and another seed (e.g. ``start=50,
-    seed=1``). ``crop``: the middle ``crop x crop`` of each photo (small stacks for tests)."""
+    seed=1``). ``crop``: the middle ``crop x crop`` of each photo (small stacks for tests); ``scale``: the same
+    stacks at ``scale`` times the pixels per side (:func:`make_occlusion_stack`)."""
     photos = sorted(photos)
     for k in range(count):
         p_count = OCC_PLANES[k % len(OCC_PLANES)]
         paths = [Path(photos[(start + k + j) % len(photos)]) for j in range(p_count)]
         imgs = [synthetic.read_photo(p, crop=crop) for p in paths[1:] + paths[:1]]   # nearest first, background last
         yield make_occlusion_stack(imgs, np.random.default_rng([seed, k]), radius=OCC_RADII[k % len(OCC_RADII)],
-                                   name=f"{k:02d}_{paths[0].stem}")
+                                   name=f"{k:02d}_{paths[0].stem}", scale=scale)
 
 
 # ----------------------------------------------------------------------------------------------- the halo measure

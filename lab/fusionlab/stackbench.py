@@ -14,6 +14,8 @@ Synthetic stacks (:func:`score_stack`), three conditions per fuser, each scored 
 Fusers (:data:`FUSERS`): ``one-pass`` (``fuse(frames, method="cnn")``, :mod:`pyfusion.methods.stack`, with its
 edge fix), ``one-pass guided`` (``edge_fix=False``: the paper's guided-filter blend),
 ``series`` (``series=True``, the paper's ``((I1 + I2) + I3) + ...``), ``dwt`` (N sources at once),
+``one-pass exact`` (``exact=True``: every frame scored at full resolution, where ``one-pass`` scores frames
+over ``pyfusion.methods.stack.WORK_PIXELS`` at a working size; the two are the same on smaller frames),
 ``wavelet-cnn`` (in series), ``dtcwt`` (N frames at once), ``wavelet-cnn dtcwt`` (``transform="dtcwt"``, in series),
 ``one-pass r=0.01`` (one pass with the paper's small-region area), and
 ``enfuse`` (Enblend-Enfuse's contrast-weighted hard-mask stacking, only where the ``enfuse`` program is
@@ -48,7 +50,7 @@ FUSERS = {"one-pass": ("cnn", {}), "one-pass guided": ("cnn", {"edge_fix": False
           "series": ("cnn", {"series": True}), "dwt": ("dwt", {}),
           "wavelet-cnn": ("wavelet-cnn", {}), "one-pass r=0.01": ("cnn", {"region_ratio": 0.01}),
           "enfuse": ("enfuse", {}), "dtcwt": ("dtcwt", {}),
-          "wavelet-cnn dtcwt": ("wavelet-cnn", {"transform": "dtcwt"})}
+          "wavelet-cnn dtcwt": ("wavelet-cnn", {"transform": "dtcwt"}), "one-pass exact": ("cnn", {"exact": True})}
 #: The conditions of :func:`score_stack` (module docstring).
 CONDITIONS = ("registered", "moved+align", "moved")
 #: Resampling of the true-transform check: label -> :func:`pyfusion.align.align`'s ``interpolation``.
@@ -276,6 +278,8 @@ def summary(rows, *, command: str = "", notes=()) -> str:
     pairs = [(a, c) for a in fusers if a.startswith("one-pass") for c in ("registered", "moved+align")]
     if "series" in fusers:
         lines += [f"- {_difference_line(rows, a, 'series', c)}" for a, c in pairs]
+    if {"one-pass", "one-pass exact"} <= set(fusers):
+        lines += [f"- {_difference_line(rows, 'one-pass', 'one-pass exact', c)}" for c in CONDITIONS]
     lines += [f"- {_depth_line(rows, f)}" for f in fusers if all("depth_exact" in r["results"][f]["registered"]
                                                                  for r in rows)]
     if all("true_warp" in r for r in rows):

@@ -19,6 +19,13 @@ camera refocusing would. The transforms are kept in :func:`pyfusion.align.align`
 fused image of the moved frames, cropped to the alignment's common region, is scored against the photo's same
 crop.
 
+A ``scale`` K >= 1 (:func:`make_stack`, :func:`benchmark_stacks`) makes the same scene at K times the pixels per
+side: the photo enlarged by K (:func:`enlarge`), the depth map drawn at the photo's size and interpolated
+(bilinear, :func:`upsample`) to K times it before the cut into layers (at the same depths, so the layer edges are
+sampled K times as finely rather than repeated in K x K blocks), and every length in pixels times K: the disk
+radius per layer step and the camera shake's shift (the rotation and the zoom are the same). K = 1 is the
+benchmark itself.
+
 References
 ----------
 .. [1] Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional neural network",
@@ -34,8 +41,8 @@ import numpy as np
 
 __all__ = ["disk_kernel", "random_mask", "make_pair", "benchmark_pairs", "scores", "psnr", "SSIM_OPTIONS", "RADII",
            "SOFTNESS", "random_field", "defocus", "depth_layers", "focus_frames", "shake", "make_stack",
-           "benchmark_stacks", "read_photo", "Stack", "STACK_FRAMES", "STACK_STEPS", "SHAKE_SHIFT", "SHAKE_ROTATION",
-           "SHAKE_BREATHING"]
+           "benchmark_stacks", "read_photo", "enlarge", "upsample", "scaled_motion", "Stack", "STACK_FRAMES",
+           "STACK_STEPS", "SHAKE_SHIFT", "SHAKE_ROTATION", "SHAKE_BREATHING"]
 
 #: Disk radii (pixels) cycled over the pairs, and the Gaussian feather (sigma, pixels; 0 = hard edge) of the mask.
 RADII = (2, 3, 4, 6)
@@ -68,6 +75,24 @@ def random_field(shape, rng: np.random.Generator) -> np.ndarray:
     field = cv2.GaussianBlur(rng.standard_normal((h, w)), (0, 0), max(h, w) / 8, borderType=cv2.BORDER_REFLECT)
     field += np.linspace(-1, 1, w)[None, :] * field.std() * rng.uniform(-2, 2)   # a random tilt: one big region
     return field
+
+
+def enlarge(img: np.ndarray, scale: int) -> np.ndarray:
+    """An 8-bit photo enlarged ``scale`` times per side (bicubic, rounded and clipped to 0-255 by OpenCV);
+    ``img`` itself for 1."""
+    if scale == 1:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(np.ascontiguousarray(img), (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+
+
+def upsample(field: np.ndarray, scale: int) -> np.ndarray:
+    """A float ``(H, W)`` field at ``scale`` times the size per side (bilinear, the pixel grid of :func:`enlarge`);
+    ``field`` itself for 1."""
+    if scale == 1:
+        return field
+    h, w = field.shape
+    return cv2.resize(field, (w * scale, h * scale), interpolation=cv2.INTER_LINEAR)
 
 
 def defocus(img: np.ndarray, radius: float) -> np.ndarray:
@@ -147,7 +172,7 @@ def scores(img: np.ndarray, sharp: np.ndarray) -> dict:
     return {"psnr": psnr(x, y), "ssim": float(ssim)}
 
 
-def depth_layers(shape, rng: np.random.Generator, *, layers: int) -> tuple[np.ndarray, np.ndarray]:
+def depth_layers(shape, rng: np.random.Generator, *, layers: int, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random depth map and its cut into ``layers`` layers.
 
     Parameters
@@ -157,6 +182,9 @@ def depth_layers(shape, rng: np.random.Generator, *, layers: int) -> tuple[np.nd
     rng : numpy.random.Generator
     layers : int
         Number of layers N >= 1.
+    scale : int, optional
+        The maps at ``scale`` times ``shape`` per side: the depth drawn at ``shape``, interpolated
+        (:func:`upsample`) and cut at the depths drawn at ``shape`` (default 1).
 
     Returns
     -------
@@ -170,6 +198,7 @@ def depth_layers(shape, rng: np.random.Generator, *, layers: int) -> tuple[np.nd
     depth = (field - field.min()) / max(float(np.ptp(field)), np.finfo(np.float64).tiny)
     shares = rng.uniform(0.5, 1.5, layers)
     cuts = np.quantile(depth, np.cumsum(shares)[:-1] / shares.sum())
+    depth = upsample(depth, scale)
     return depth, np.searchsorted(cuts, depth, side="right").astype(np.int32)
 
 
@@ -263,14 +292,21 @@ def focus_frames(sharp: np.ndarray, layers: np.ndarray, *, step: float, n: int |
 
 
 def make_stack(sharp: np.ndarray, rng: np.random.Generator, *, frames: int, step: float, name: str = "",
-               **motion) -> Stack:
+               scale: int = 1, **motion) -> Stack:
     """A synthetic focus stack of ``frames`` frames from an 8-bit photo (module docstring): the depth map and its
     layers (:func:`depth_layers`), the registered frames (:func:`focus_frames`) and their hand-held version
-    (:func:`shake` with the ``motion`` options), drawn from ``rng`` in that order."""
-    depth, layers = depth_layers(sharp.shape[:2], rng, layers=frames)
+    (:func:`shake` with the ``motion`` options), drawn from ``rng`` in that order. ``scale``: the same scene at
+    ``scale`` times the pixels per side (module docstring; the stack's ``step`` is then ``scale * step``)."""
+    depth, layers = depth_layers(sharp.shape[:2], rng, layers=frames, scale=scale)
+    sharp, step = enlarge(sharp, scale), step * scale
     registered = focus_frames(sharp, layers, step=step, n=frames)
-    moved, transforms = shake(registered, rng, **motion)
+    moved, transforms = shake(registered, rng, **scaled_motion(motion, scale))
     return Stack(name, sharp, tuple(registered), layers, depth, float(step), tuple(moved), tuple(transforms))
+
+
+def scaled_motion(motion: dict, scale: int) -> dict:
+    """:func:`shake`'s options with the shift (default :data:`SHAKE_SHIFT`) times ``scale``."""
+    return {**motion, "shift": motion.get("shift", SHAKE_SHIFT) * scale}
 
 
 def read_photo(path, *, crop: int | None = None) -> np.ndarray:
@@ -284,15 +320,17 @@ def read_photo(path, *, crop: int | None = None) -> np.ndarray:
     return img
 
 
-def benchmark_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, crop: int | None = None):
+def benchmark_stacks(photos, *, count: int = 20, seed: int = 0, start: int = 0, crop: int | None = None,
+                     scale: int = 1):
     """``count`` focus stacks from the photos (paths, sorted order from index ``start``, cycled): stack k has
     ``STACK_FRAMES[k % 6]`` frames and the radius step ``STACK_STEPS[k % 4]``, drawn from
     ``numpy.random.default_rng([seed, k])``: deterministic for a seed, and stack k the same whatever ``count``.
-    ``crop``: cut the middle ``crop x crop`` of each photo first (small stacks for tests)."""
+    ``crop``: cut the middle ``crop x crop`` of each photo first (small stacks for tests); ``scale``: the same
+    stacks at ``scale`` times the pixels per side (:func:`make_stack`)."""
     photos = sorted(photos)
     for k in range(count):
         path = Path(photos[(start + k) % len(photos)])
         img = read_photo(path, crop=crop)
         rng = np.random.default_rng([seed, k])
         yield make_stack(img, rng, frames=STACK_FRAMES[k % len(STACK_FRAMES)], step=STACK_STEPS[k % len(STACK_STEPS)],
-                         name=f"{k:02d}_{path.stem}")
+                         name=f"{k:02d}_{path.stem}", scale=scale)

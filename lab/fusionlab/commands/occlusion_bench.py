@@ -16,7 +16,9 @@ registered frames; whole-image PSNR and SSIM).
 
 Every stack's numbers go to --json after each stack; a rerun with the same configuration keeps the stacks
 already there (resumes), --fresh starts over. The summary (markdown) is printed and, with --doc, written between
-the lines <!-- occlusion_bench:start --> and <!-- occlusion_bench:end --> of that file.
+the lines <!-- occlusion_bench:start --> and <!-- occlusion_bench:end --> of that file. --scale K runs the same
+stacks (and layered stacks) at K times the pixels per side (fusionlab.occlusion.make_occlusion_stack); its results
+go to runs/occlusion_bench_scaleK.json and to the block occlusion_bench_scaleK by default.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionlab import ROOT, occlusion, synthetic
-from fusionlab.commands.stack_bench import done_rows
+from fusionlab.commands.stack_bench import done_rows, scaled_name
 from fusionlab.docblocks import replace_block
 from pyfusion.io import write_atomic
 
@@ -46,6 +48,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the shapes and the camera motion (default 0)")
     ap.add_argument("--start", type=int, default=0, help="first photo in sorted order (default 0)")
     ap.add_argument("--crop", type=int, help="cut the middle CROP x CROP of each photo (default: whole photos)")
+    ap.add_argument("--scale", type=int, default=1, metavar="K",
+                    help="the same stacks at K times the pixels per side (default 1)")
     ap.add_argument("--fusers", default=";".join(occlusion.OCC_FUSERS),
                     help=f"semicolon-separated, from {', '.join(occlusion.OCC_FUSERS)} (default all that can run)")
     ap.add_argument("--diagnose", action="store_true", help="also the one-pass variants and bounds")
@@ -55,9 +59,10 @@ def parse_args(argv=None):
     ap.add_argument("--layered", type=int, default=0, metavar="N",
                     help="also score the candidates on the stack benchmark's first N layered stacks (default 0)")
     ap.add_argument("--threads", type=int, default=1, help="threads per fusion (default 1)")
-    ap.add_argument("--json", type=Path, default=ROOT / "runs/occlusion_bench.json",
-                    help="per-stack results (default runs/occlusion_bench.json)")
-    ap.add_argument("--doc", type=Path, help="markdown file for the summary (between its occlusion_bench markers)")
+    ap.add_argument("--json", type=Path, help="per-stack results (default runs/occlusion_bench.json; with --scale K "
+                    "runs/occlusion_bench_scaleK.json)")
+    ap.add_argument("--doc", type=Path, help="markdown file for the summary (between its occlusion_bench markers; "
+                    "with --scale K its occlusion_bench_scaleK markers)")
     ap.add_argument("--fresh", action="store_true", help="ignore the stacks already in --json")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -73,8 +78,10 @@ def parse_args(argv=None):
     args.candidates = [default] * bool(names) + [c for c in names if c != default]
     if args.layered and not args.candidates:
         ap.error("--layered needs --candidates")
-    if args.count < 1 or args.threads < 1 or args.layered < 0 or (args.crop is not None and args.crop < 16):
-        ap.error("--count and --threads must be >= 1, --layered >= 0, --crop >= 16")
+    if (args.count < 1 or args.threads < 1 or args.scale < 1 or args.layered < 0
+            or (args.crop is not None and args.crop < 16)):
+        ap.error("--count, --threads and --scale must be >= 1, --layered >= 0, --crop >= 16")
+    args.json = args.json or ROOT / f"runs/{scaled_name('occlusion_bench', args.scale)}.json"
     return args
 
 
@@ -136,7 +143,8 @@ def score_layered(stack, candidates, *, threads: int) -> dict:
 def _done_layered(path: Path, config: dict, fresh: bool) -> dict:
     """Layered stack name -> row of an earlier run with the same configuration (as ``done_rows`` for the stacks)."""
     old = {} if fresh or not path.is_file() else json.loads(path.read_text(encoding="utf-8"))
-    return {r["stack"]: r for r in old.get("layered", [])} if old.get("config") == config else {}
+    same = "config" in old and {"scale": 1, **old["config"]} == config
+    return {r["stack"]: r for r in old.get("layered", [])} if same else {}
 
 
 def _mean(rows, key, part, score) -> float:
@@ -198,11 +206,10 @@ def summary(rows, *, command: str, notes=(), layered=()) -> str:
     lines.append("")
     lines.append(f"- band PSNR: {best} is best on average")
     if "one-pass" in fusers:
-        for f in fusers:
-            if f != "one-pass":
-                d = np.array([r["results"]["one-pass"]["band_psnr"] - r["results"][f]["band_psnr"] for r in rows])
-                lines.append(f"- one-pass vs {f}, band PSNR: {d.mean():+.2f} dB on average (from {d.min():+.2f} "
-                             f"to {d.max():+.2f}); one-pass at least as good on {int((d >= 0).sum())} of {n} stacks")
+        lines += [_difference_line(rows, f, "band_psnr", "band PSNR") for f in fusers if f != "one-pass"]
+    if {"one-pass", "one-pass exact"} <= set(fusers):
+        lines += [_difference_line(rows, "one-pass exact", s, label) for s, label in
+                  (("halo_psnr", "halo side PSNR"), ("psnr", "whole-image PSNR"))]
     if all("labels" in r for r in rows):
         a = {k: float(np.mean([r["labels"][k] for r in rows])) for k in rows[0]["labels"]}
         lines.append(f"- one-pass depth map: the true label on {a['band_true']:.1%} of the band and on "
@@ -235,10 +242,20 @@ def summary(rows, *, command: str, notes=(), layered=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _difference_line(rows, other: str, score: str, label: str) -> str:
+    """One-pass minus ``other`` on ``score``: mean, range over the stacks and the stacks where one-pass is not
+    worse."""
+    d = np.array([r["results"]["one-pass"][score] - r["results"][other][score] for r in rows])
+    return (f"- one-pass vs {other}, {label}: {d.mean():+.2f} dB on average (from {d.min():+.2f} to {d.max():+.2f}); "
+            f"one-pass at least as good on {int((d >= 0).sum())} of {len(rows)} stacks")
+
+
 def command_line(args) -> str:
     parts = [f"python -m fusionlab occlusion-bench --count {args.count} --seed {args.seed}"]
     parts += [f"--start {args.start}"] if args.start else []
     parts += [f"--crop {args.crop}"] if args.crop else []
+    parts += [f"--scale {args.scale}"] if args.scale != 1 else []
+    parts += [f"--fusers '{';'.join(args.fusers)}'"] if args.fusers != list(occlusion.OCC_FUSERS) else []
     parts += ["--diagnose"] if args.diagnose else []
     if args.candidates:
         given = "all" if len(args.candidates) == len(occlusion.HALO_CANDIDATES) else ";".join(args.candidates[1:])
@@ -255,21 +272,22 @@ def main(argv=None) -> int:
         return 2
     fusers, why = occlusion.available(args.fusers)
     config = {"photos": str(args.photos), "count": args.count, "seed": args.seed, "start": args.start,
-              "crop": args.crop, "fusers": fusers, "threads": args.threads,
+              "crop": args.crop, "scale": args.scale, "fusers": fusers, "threads": args.threads,
               "diagnoses": list(occlusion.DIAGNOSES) if args.diagnose else [],
               "planes": list(occlusion.OCC_PLANES), "radii": list(occlusion.OCC_RADII),
               "cover": list(occlusion.OCC_COVER), "candidates": args.candidates, "layered": args.layered}
     done, done_layered = done_rows(args.json, config, args.fresh), _done_layered(args.json, config, args.fresh)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    stacks = occlusion.occlusion_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop)
+    stacks = occlusion.occlusion_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop,
+                                        scale=args.scale)
     for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
         rows.append(done.get(stack.name) or score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads,
                                                         candidates=args.candidates))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
     layered = []
     for stack in tqdm(synthetic.benchmark_stacks(photos, count=args.layered, seed=args.seed, start=args.start,
-                                                 crop=args.crop),
+                                                 crop=args.crop, scale=args.scale),
                       total=args.layered, desc="layered stacks", unit="stack", disable=args.no_progress):
         t0 = time.perf_counter()
         layered.append(done_layered.get(stack.name) or {**score_layered(stack, args.candidates, threads=args.threads),
@@ -279,7 +297,10 @@ def main(argv=None) -> int:
     shape = sorted({f"{w}x{h}" for h, w in (r["shape"] for r in rows)})
     notes = [f"{f}: not run, {w}" for f, w in why.items()] + [f"{f}: skipped, {w}" for f, w in skipped.items()]
     notes += [f"stacks of {', '.join(shape)} px (photos {args.start}-{args.start + args.count - 1} as backgrounds), "
-              f"2-4 planes, 3-4 frames, R cycled over {', '.join(f'{r:g}' for r in occlusion.OCC_RADII)} px",
+              f"2-4 planes, 3-4 frames, R cycled over "
+              f"{', '.join(f'{r * args.scale:g}' for r in occlusion.OCC_RADII)} px"
+              + (f" (scale {args.scale}: the photos enlarged {args.scale} times per side, the shapes, radii and camera "
+                 "shifts with them)" if args.scale != 1 else ""),
               f"the whole run: {sum(r['seconds'] for r in rows + layered) / 60:.1f} min wall on {occlusion.machine()}, "
               f"{datetime.date.today().isoformat()}"]
     if layered:
@@ -289,7 +310,7 @@ def main(argv=None) -> int:
     text = summary(rows, command=command_line(args), notes=notes, layered=layered)
     print(text)
     if args.doc:
-        replace_block(args.doc, "occlusion_bench", text)
+        replace_block(args.doc, scaled_name("occlusion_bench", args.scale), text)
     return 0
 
 
