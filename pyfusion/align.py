@@ -63,6 +63,7 @@ import numpy as np
 
 from pyfusion.constants import WORK_PIXELS
 from pyfusion.io import FusionInputError, to_gray
+from pyfusion.util import imap_ordered
 
 __all__ = ["AlignReport", "align", "auto_finest_level", "map_points", "MOTIONS", "INTERPOLATIONS", "INTERPOLATION"]
 
@@ -379,23 +380,30 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
 
     with _cv2_threads(threads):
         ref_pyr = _pyramid(to_gray(frames[ref]).astype(np.float32), nlev)
-        kept = []
-        for k, (name, frame) in enumerate(zip(names, frames)):
+
+        def register(k):
+            """(warp, correlation, reason it failed or None) of frame k."""
             if k == ref:
-                kept.append(k)
-                report.transforms[name] = identity.copy()
-                report.correlations[name] = 1.0
-                continue
-            reason = None
+                return identity.copy(), 1.0, None
             try:
-                warp, cc = _register(ref_pyr, _pyramid(to_gray(frame).astype(np.float32), nlev), motion,
+                warp, cc = _register(ref_pyr, _pyramid(to_gray(frames[k]).astype(np.float32), nlev), motion,
                                      iterations=iterations, eps=eps, gauss=gauss_size,
                                      gauss_fine=gauss_fine, finest_level=finest)
+                return warp, cc, None
             except cv2.error as e:
                 msg = " ".join(str(e).split())
-                reason = "ECC did not converge" + (" (images uncorrelated or not overlapping)"
-                                                   if "converge" in msg or "uncorrelated" in msg else f" ({msg})")
-                warp, cc = None, float("nan")
+                return None, float("nan"), "ECC did not converge" + (
+                    " (images uncorrelated or not overlapping)" if "converge" in msg or "uncorrelated" in msg
+                    else f" ({msg})")
+
+        kept = []
+        for k, (warp, cc, reason) in enumerate(imap_ordered(register, range(n), threads=threads)):
+            name = names[k]
+            if k == ref:
+                kept.append(k)
+                report.transforms[name] = warp
+                report.correlations[name] = cc
+                continue
             if reason is None and not cc >= min_correlation:
                 reason = f"correlation {cc:.3f} below {min_correlation:g}"
             if reason is None:
@@ -421,12 +429,11 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         x, y, cw, ch = report.crop
         if not fill and (cw == 0 or ch == 0):
             raise FusionInputError(f"the aligned frames have no region in common with {names[ref]}")
-        aligned = []
-        for k in kept:
+        def resample(k):
             out = _warp(frames[k], report.transforms[names[k]], (w, h), interpolation) if k in moves else frames[k]
-            if not fill:
-                out = out[y:y + ch, x:x + cw]
-            aligned.append(np.ascontiguousarray(out))
+            return np.ascontiguousarray(out if fill else out[y:y + ch, x:x + cw])
+
+        aligned = list(imap_ordered(resample, kept, threads=threads))
         if fill:
             report.filled = float(1.0 - covered.mean())
     return aligned, report

@@ -40,6 +40,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS
 from pyfusion.io import from_unit, gray_unit32, to_gray, to_unit
 from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
+from pyfusion.util import imap_ordered
 
 __all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix",
            "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
@@ -90,7 +91,7 @@ def fast_focus_measure(gray: np.ndarray, radius: int) -> np.ndarray:
 
 
 def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, progress: bool = False,
-                  fast: bool = False) -> np.ndarray:
+                  fast: bool = False, threads: int | None = None) -> np.ndarray:
     """The label map with its boundary band re-decided pixel by pixel by a local focus measure.
 
     Parameters
@@ -106,6 +107,11 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, 
         grayscale).
     progress : bool, optional
         A progress bar (:func:`progress_frames`, ``stack: edge band``).
+    fast : bool, optional
+        float32 gray and focus measure (:func:`pyfusion.io.gray_unit32`, :func:`fast_focus_measure`) instead of
+        float64.
+    threads : int, optional
+        Frames measured at once (:func:`pyfusion.util.imap_ordered`; the result does not depend on it).
 
     Returns
     -------
@@ -124,13 +130,16 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, 
     best = np.full(lab.shape, -np.inf, ftype)
     arg = np.zeros(lab.shape, np.int32)
     own = np.full(lab.shape, np.inf, ftype)
-    for k, img in enumerate(progress_frames(images, "edge band", progress)):
+    def measure(item):
+        k, img = item
         if img.shape[:2] != lab.shape:
             raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
         if fast:
-            f = fast_focus_measure(gray_unit32(img), focus_radius)
-        else:
-            f = focus_measure(to_gray(to_unit(img)), focus_radius)
+            return fast_focus_measure(gray_unit32(img), focus_radius)
+        return focus_measure(to_gray(to_unit(img)), focus_radius)
+
+    frames = enumerate(progress_frames(images, "edge band", progress))
+    for k, f in enumerate(imap_ordered(measure, frames, threads=threads)):   # merged in frame order
         np.copyto(own, f, where=lab == k)
         better = f > best
         np.copyto(best, f, where=better)
@@ -204,7 +213,7 @@ def max_levels(shape) -> int:
 
 
 def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, progress: bool = False,
-                  float_type=np.float64) -> np.ndarray:
+                  float_type=np.float64, threads: int | None = None) -> np.ndarray:
     """Burt and Adelson's multiresolution spline [1]_ of the frames on a hard label map.
 
     Each frame's Laplacian pyramid (OpenCV's ``pyrDown`` / ``pyrUp``, the 5-tap binomial kernel, borders reflected)
@@ -222,6 +231,11 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
         Pyramid levels below full resolution (0: a hard selection); default and at most :func:`max_levels`.
     progress : bool, optional
         A progress bar (:func:`progress_frames`, ``stack: pyramid blend``).
+    float_type : numpy dtype, optional
+        The pyramids' float type (default float64; float32 halves the memory traffic).
+    threads : int, optional
+        Frames decomposed at once (:func:`pyfusion.util.imap_ordered`; summed in frame order, so the result does
+        not depend on it; default every core).
 
     Returns
     -------
@@ -234,29 +248,37 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
     levels = min(levels, top)
-    acc, dtype = None, None
-    for k, img in enumerate(progress_frames(images, "pyramid blend", progress)):
+    def weighted(item):
+        """Frame k's Laplacian pyramid times its mask's Gaussian pyramid (None where the map never names it)."""
+        k, img = item
         if img.shape[:2] != lab.shape:
             raise ValueError(f"frame {k + 1} has shape {img.shape[:2]}, the label map {lab.shape}")
-        dtype = img.dtype
         mask = lab == k
         if not mask.any():
-            continue
-        if acc is None:
-            acc = [None] * (levels + 1)
+            return img.dtype, None
         g, m = to_unit(img, float_type), mask.astype(float_type)
         del mask
-        for i in range(levels + 1):         # level by level: one frame's two adjacent levels at a time
+        out = []
+        for i in range(levels + 1):
             if i < levels:
                 g_next, m_next = cv2.pyrDown(g), cv2.pyrDown(m)
                 g -= cv2.pyrUp(g_next, dstsize=g.shape[1::-1])
             g *= m[:, :, None] if g.ndim == 3 else m
-            if acc[i] is None:
-                acc[i] = g
-            else:
-                acc[i] += g
+            out.append(g)
             if i < levels:
                 g, m = g_next, m_next
+        return img.dtype, out
+
+    acc, dtype = None, None
+    frames = enumerate(progress_frames(images, "pyramid blend", progress))
+    for dtype, pyr in imap_ordered(weighted, frames, threads=threads):   # summed in frame order
+        if pyr is None:
+            continue
+        if acc is None:
+            acc = pyr
+        else:
+            for a, g in zip(acc, pyr):
+                a += g
     if acc is None:
         raise ValueError("no frame is named by the label map")
     out = acc[-1]
@@ -266,16 +288,18 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
 
 
 def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int = FOCUS_RADIUS,
-             levels: int | None = LEVELS, progress: bool = False, fast: bool = False):
+             levels: int | None = LEVELS, progress: bool = False, fast: bool = False, threads: int | None = None):
     """The one-pass path's depth edges: :func:`redecide_band` of ``depth`` (``band``, ``focus_radius``), then
     :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images`` (``progress``: a
-    progress bar each).
+    progress bar each; ``threads`` frames at a time). ``fast``: float32 throughout (:func:`redecide_band`'s
+    ``fast``, :func:`pyramid_blend`'s ``float_type``).
 
     Returns
     -------
     (fused, labels)
         The fused image in the frames' dtype and the re-decided label map (int32).
     """
-    labels = redecide_band(images, depth, width=band, focus_radius=focus_radius, progress=progress, fast=fast)
+    labels = redecide_band(images, depth, width=band, focus_radius=focus_radius, progress=progress, fast=fast,
+                           threads=threads)
     return pyramid_blend(images, labels, levels=levels, progress=progress,
-                         float_type=np.float32 if fast else np.float64), labels
+                         float_type=np.float32 if fast else np.float64, threads=threads), labels

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["checkout", "sha256_file", "cores", "threads", "available_bytes", "THREADS_ENV", "Stopwatch"]
+__all__ = ["checkout", "sha256_file", "cores", "threads", "available_bytes", "imap_ordered", "THREADS_ENV", "Stopwatch"]
 
 
 def checkout() -> Path | None:
@@ -45,6 +45,39 @@ def threads(n: int | None = None) -> int:
     if int(n) < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     return int(n)
+
+
+_thread_count = threads  # for functions whose ``threads`` argument hides it
+
+
+def imap_ordered(fn, items, *, threads: int | None = None):
+    """``fn(item)`` for each item, in order, computed by ``threads`` worker threads (default :func:`threads`).
+
+    The items are taken from ``items`` one at a time in the calling thread, at most ``threads`` ahead of the
+    result being consumed, so at most ``threads + 1`` results are held; results come back in the items' order, so
+    whatever the caller folds them into does not depend on the thread count. For work that releases the GIL
+    (numpy, OpenCV); one thread: a plain generator. An exception is raised where its item's result is due.
+    """
+    n = _thread_count(threads)
+    if n <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+    pending = deque()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > n:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def available_bytes() -> int:

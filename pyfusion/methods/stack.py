@@ -72,7 +72,7 @@ from pyfusion.focus import focus_map
 from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
 from pyfusion.refine_stack import BAND, edge_fix as _edge_fix, guided_blend, progress_frames as _frames
-from pyfusion.util import Stopwatch
+from pyfusion.util import Stopwatch, imap_ordered, threads as thread_count
 
 __all__ = ["fuse", "remove_small_label_regions", "work_factor", "block_mean", "MAPS", "STAGES", "WORK_PIXELS"]
 
@@ -263,8 +263,12 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
     best = np.full((hs, ws), -np.inf)
     labels = np.zeros((hs, ws), np.int32)
-    for k, img in enumerate(_frames(images, "score maps", progress)):
-        gray = to_gray(to_unit(img)).astype(np.float32) if f == 1 else block_mean(gray_unit32(img), f)
+    def working_gray(img):
+        return to_gray(to_unit(img)).astype(np.float32) if f == 1 else block_mean(gray_unit32(img), f)
+
+    # the next frame's gray is computed while the net scores this one
+    ahead = min(2, thread_count(threads))
+    for k, gray in enumerate(imap_ordered(working_gray, _frames(images, "score maps", progress), threads=ahead)):
         tick("fused")  # conversions: counted with the blend
         s = _check_scores(frame_fn(gray), expected, k)
         del gray
@@ -282,7 +286,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     labels, depth = _upsample(labels, f, (h, w)), _upsample(depth, f, (h, w))
     tick("cleaned_map")
     if edge_fix:
-        fused, depth = _edge_fix(images, depth, band=BAND * f, progress=progress, fast=f > 1)
+        fused, depth = _edge_fix(images, depth, band=BAND * f, progress=progress, fast=f > 1, threads=threads)
     else:
         fused = guided_blend(images, depth, gf_radius=gf_radius, gf_eps=gf_eps, threads=threads, progress=progress)
     tick("fused")
