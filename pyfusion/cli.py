@@ -16,6 +16,7 @@ from pathlib import Path
 from pyfusion import __version__
 from pyfusion.fusion import METHODS, _method, method_options
 from pyfusion.options import bool_flag, check
+from pyfusion.util import imap_ordered
 
 __all__ = ["main", "method_flags", "method_requirements", "depth_pictures", "info"]
 
@@ -241,7 +242,7 @@ def _fuse(args) -> int:
     if streams(args.sources, method=args.method, align=args.align):  # frames read as needed, headers checked now
         images = FrameSequence(args.sources, min_size=min_size, min_reason=min_reason)
     else:
-        images = [read_image(path) for path in args.sources]
+        images = list(imap_ordered(read_image, args.sources, threads=opts.get("threads")))
         validate_images(images, names=args.sources, min_size=min_size, min_reason=min_reason)
     check_output_format(args.output, images[0].dtype)  # e.g. 16-bit sources to .jpg: before fusing, not after
     if args.verbose:

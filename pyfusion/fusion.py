@@ -16,6 +16,7 @@ import numpy as np
 
 from pyfusion.io import FrameSequence, FusionInputError, read_image, to_unit, validate_images
 from pyfusion.options import check, gb_to_bytes
+from pyfusion.util import imap_ordered
 
 __all__ = ["FusionResult", "fuse", "evaluate", "streams", "METHODS", "method_options", "STACK_MEMORY"]
 
@@ -272,7 +273,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
     items = list(images)
     names = list(images.names) if isinstance(images, FrameSequence) else [
         str(x) if isinstance(x, (str, os.PathLike)) else f"image {k + 1}" for k, x in enumerate(items)]
-    arrays = [read_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
+    arrays = list(imap_ordered(lambda x: read_image(x) if isinstance(x, (str, os.PathLike)) else x, items,
+                               threads=options.get("threads")))   # files decoded on every core
     arrays = validate_images(arrays, names=names, min_size=impl.MIN_SIZE, min_reason=impl.MIN_REASON)
     report, t_align = None, {}
     if align:

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
-from scipy import ndimage
 
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO
 from pyfusion.util import threads as resolve_threads
@@ -69,6 +68,8 @@ def bwareaopen(mask: np.ndarray, area: int) -> np.ndarray:
     fg = np.asarray(mask) != 0
     if area <= 1:
         return fg.copy()
+    from scipy import ndimage  # imported where used: it costs a fifth of a second of every start
+
     labels, n = ndimage.label(fg, structure=_EIGHT)
     if n == 0:
         return fg

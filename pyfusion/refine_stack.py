@@ -34,7 +34,6 @@ import math
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from pyfusion.constants import GF_EPS, GF_RADIUS
 from pyfusion.io import from_unit, gray_unit32, to_gray, to_unit
@@ -76,8 +75,9 @@ def label_band(labels: np.ndarray, width: int) -> np.ndarray:
     if width <= 0:
         return np.zeros(lab.shape, bool)
     size = 2 * int(width) + 1
-    return ndimage.maximum_filter(lab, size=size, mode="nearest") != ndimage.minimum_filter(lab, size=size,
-                                                                                             mode="nearest")
+    kernel = np.ones((size, size), np.uint8)
+    x = lab.astype(np.float32)   # exact for frame indices; windows clipped at the borders
+    return cv2.dilate(x, kernel) != cv2.erode(x, kernel)
 
 
 def fast_focus_measure(gray: np.ndarray, radius: int) -> np.ndarray:

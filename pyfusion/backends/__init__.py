@@ -53,15 +53,14 @@ def default_backend(model=None, *, gpu=None) -> str:
     """
     if gpu is not None:
         _, _, onnx = models.resolve(model)
-        if onnx.is_file() and importlib.util.find_spec("torch") is not None and \
-                importlib.util.find_spec("onnx") is not None and get("torch").has_cuda():
+        if onnx.is_file() and importlib.util.find_spec("torch") is not None and get("torch").has_cuda():
             return "torch"
         return "caffe"
     _, _, onnx = models.resolve(model)
     if onnx.is_file():
         if get("onnx").has_cuda():
             return "onnx"
-        if get("winograd").available() and importlib.util.find_spec("onnx") is not None:  # onnx reads the weights
+        if get("winograd").available():
             return "winograd"
         if get("onnx").available():
             return "onnx"

@@ -63,8 +63,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from pyfusion import models
 from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, WORK_PIXELS
@@ -82,7 +82,7 @@ STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map",
 #: indices, 0 = the first source).
 MAPS = ("label_map", "depth_map")
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+_EIGHT_U8 = np.ones((3, 3), dtype=np.uint8)
 
 #: The fast path's smallest working side (px): a frame is never reduced below it.
 MIN_WORK_SIDE = 64
@@ -158,21 +158,18 @@ def remove_small_label_regions(labels: np.ndarray, *, area: int | None = None, r
         return out
     h, w = out.shape
     for k in range(n_labels):
-        comp, n = ndimage.label(out == k, structure=_EIGHT)
-        if n == 0:
-            continue
-        sizes = np.bincount(comp.ravel(), minlength=n + 1)
-        small = np.flatnonzero(sizes[1:] < area) + 1
+        n, comp, stats, _ = cv2.connectedComponentsWithStats((out == k).view(np.uint8), connectivity=8,
+                                                             ltype=cv2.CV_32S)   # component 0: the other labels
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < area) + 1
         if small.size == 0:
             continue
-        boxes = ndimage.find_objects(comp)
         fills = []
         for c in small:
-            rs, cs = boxes[c - 1]
-            r0, r1 = max(rs.start - 1, 0), min(rs.stop + 1, h)
-            c0, c1 = max(cs.start - 1, 0), min(cs.stop + 1, w)
+            x, y, cw, ch = stats[c, :4]
+            r0, r1 = max(y - 1, 0), min(y + ch + 1, h)
+            c0, c1 = max(x - 1, 0), min(x + cw + 1, w)
             region = comp[r0:r1, c0:c1] == c
-            ring = ndimage.binary_dilation(region, structure=_EIGHT) & ~region
+            ring = cv2.dilate(region.view(np.uint8), _EIGHT_U8).view(bool) & ~region   # borders: no neighbours
             border = out[r0:r1, c0:c1][ring]
             if border.size == 0:  # the region is the whole image
                 continue
