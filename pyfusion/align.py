@@ -63,7 +63,7 @@ import numpy as np
 
 from pyfusion.constants import WORK_PIXELS
 from pyfusion.io import FusionInputError, to_gray
-from pyfusion.util import imap_ordered
+from pyfusion.util import imap_ordered, progress_frames
 
 __all__ = ["AlignReport", "align", "auto_finest_level", "map_points", "MOTIONS", "INTERPOLATIONS", "INTERPOLATION"]
 
@@ -304,7 +304,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
           iterations: int = 100, eps: float = 1e-6, gauss_size: int = 5, gauss_fine: int = 1,
           min_correlation: float = MIN_CORRELATION, max_motion: float = 0.25, fill: bool = False,
           on_failure: str = "stop", interpolation: str = INTERPOLATION, threads: int | None = None,
-          finest_level: int | None = None, still: float = STILL):
+          finest_level: int | None = None, still: float = STILL, progress: bool = False):
     """Register every frame to a reference with ECC on a pyramid; warp; crop to the common region (or fill).
 
     Parameters
@@ -344,6 +344,8 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         A frame whose transform moves none of the image corners by more than ``still`` pixels is taken as it
         is, not resampled (its transform in the report is still the estimate; default :data:`STILL` = 0.05 px;
         0: every frame but the reference and exact identities is resampled).
+    progress : bool, optional
+        Progress bars on stderr counting the frames (``stack: align``, ``stack: resample``).
 
     Returns
     -------
@@ -397,7 +399,8 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
                     else f" ({msg})")
 
         kept = []
-        for k, (warp, cc, reason) in enumerate(imap_ordered(register, range(n), threads=threads)):
+        registered = imap_ordered(register, progress_frames(range(n), "align", progress), threads=threads)
+        for k, (warp, cc, reason) in enumerate(registered):
             name = names[k]
             if k == ref:
                 kept.append(k)
@@ -433,7 +436,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
             out = _warp(frames[k], report.transforms[names[k]], (w, h), interpolation) if k in moves else frames[k]
             return np.ascontiguousarray(out if fill else out[y:y + ch, x:x + cw])
 
-        aligned = list(imap_ordered(resample, kept, threads=threads))
+        aligned = list(imap_ordered(resample, progress_frames(kept, "resample", progress), threads=threads))
         if fill:
             report.filled = float(1.0 - covered.mean())
     return aligned, report

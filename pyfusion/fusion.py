@@ -284,6 +284,7 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         align_opts = dict(align) if isinstance(align, dict) else {}
         align_opts.setdefault("threads", options.get("threads"))
         align_opts.setdefault("names", names)
+        align_opts.setdefault("progress", bool(options.get("progress")))
         if options.get("exact"):   # the exact path: the half-size ECC whatever the frames' size
             from pyfusion.align import FINEST_LEVEL
 

@@ -39,7 +39,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS
 from pyfusion.io import from_unit, gray_unit32, to_gray, to_unit
 from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
-from pyfusion.util import imap_ordered
+from pyfusion.util import imap_ordered, progress_frames
 
 __all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix",
            "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
@@ -49,16 +49,6 @@ __all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_
 BAND = 16
 FOCUS_RADIUS = 1
 LEVELS = 4
-
-
-def progress_frames(images, stage: str, progress: bool):
-    """``images``, with a progress bar on stderr naming the stage (``stack: STAGE``) and counting the frames when
-    ``progress``."""
-    if not progress:
-        return images
-    from tqdm import tqdm
-
-    return tqdm(images, desc=f"stack: {stage}", unit="frame")
 
 
 def _labels(labels) -> np.ndarray:

@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["checkout", "sha256_file", "cores", "threads", "available_bytes", "imap_ordered", "THREADS_ENV", "Stopwatch"]
+__all__ = ["checkout", "sha256_file", "cores", "threads", "available_bytes", "imap_ordered", "progress_frames",
+           "THREADS_ENV", "Stopwatch"]
 
 
 def checkout() -> Path | None:
@@ -78,6 +79,16 @@ def imap_ordered(fn, items, *, threads: int | None = None):
         finally:
             for f in pending:
                 f.cancel()
+
+
+def progress_frames(images, stage: str, progress: bool):
+    """``images``, with a progress bar on stderr naming the stage (``stack: STAGE``) and counting the frames when
+    ``progress``."""
+    if not progress:
+        return images
+    from tqdm import tqdm
+
+    return tqdm(images, desc=f"stack: {stage}", unit="frame")
 
 
 def available_bytes() -> int:

@@ -71,12 +71,15 @@ from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STA
 from pyfusion.focus import focus_map
 from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
-from pyfusion.refine_stack import BAND, edge_fix as _edge_fix, guided_blend, progress_frames as _frames
+from pyfusion.refine_stack import BAND, FOCUS_RADIUS, LEVELS, guided_blend, pyramid_blend, redecide_band
+from pyfusion.util import progress_frames as _frames
 from pyfusion.util import Stopwatch, imap_ordered, threads as thread_count
 
 __all__ = ["fuse", "remove_small_label_regions", "work_factor", "block_mean", "MAPS", "STAGES", "WORK_PIXELS"]
 
-#: Keys of the timings besides ``"total"`` (the pairwise method's names: ``binary_map`` is the argmax here).
+#: Keys of the timings besides ``"total"`` (the pairwise method's names: ``binary_map`` is the argmax here,
+#: ``decision_map`` the edge fix's band re-decided, ``fused`` the blend and the frames' conversions; with
+#: ``align``, :func:`pyfusion.fuse` adds ``align``).
 STAGES = ("score_map", "focus_map", "binary_map", "cleaned_map", "decision_map", "fused")
 #: The maps returned: the argmax label map before small-region removal and the depth map after it (int32 frame
 #: indices, 0 = the first source).
@@ -283,7 +286,12 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     labels, depth = _upsample(labels, f, (h, w)), _upsample(depth, f, (h, w))
     tick("cleaned_map")
     if edge_fix:
-        fused, depth = _edge_fix(images, depth, band=BAND * f, progress=progress, fast=f > 1, threads=threads)
+        # the edge fix (pyfusion.refine_stack.edge_fix) a step at a time, each timed
+        depth = redecide_band(images, depth, width=BAND * f, focus_radius=FOCUS_RADIUS, progress=progress,
+                              fast=f > 1, threads=threads)
+        tick("decision_map")
+        fused = pyramid_blend(images, depth, levels=LEVELS, progress=progress,
+                              float_type=np.float32 if f > 1 else np.float64, threads=threads)
     else:
         fused = guided_blend(images, depth, gf_radius=gf_radius, gf_eps=gf_eps, threads=threads, progress=progress)
     tick("fused")
