@@ -39,7 +39,7 @@ from pyfusion.constants import GF_EPS, GF_RADIUS
 from pyfusion.io import from_unit, gray_unit32, to_gray, to_unit
 from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
-from pyfusion.util import imap_ordered, progress_frames
+from pyfusion.util import available_bytes, imap_ordered, progress_frames, threads as thread_count
 
 __all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix",
            "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
@@ -70,6 +70,23 @@ def label_band(labels: np.ndarray, width: int) -> np.ndarray:
     return cv2.dilate(x, kernel) != cv2.erode(x, kernel)
 
 
+def frames_at_once(shape, *, per_pixel: float, threads: int | None = None, max_bytes: int | None = None) -> int:
+    """Frames a pass works on at once: at most ``threads`` (default every core), and no more than fit, with one
+    more finished and one more waiting, in ``max_bytes`` (default a quarter of the available memory) at
+    ``per_pixel`` bytes per pixel of ``shape`` each; at least one."""
+    budget = available_bytes() // 4 if max_bytes is None else int(max_bytes)
+    each = max(1.0, per_pixel * int(shape[0]) * int(shape[1]))
+    return max(1, min(thread_count(threads), int(budget // each) - 2))
+
+
+def _channels(images) -> int:
+    """The frames' channels (a FrameSequence's or the first array's; 3 for an iterator)."""
+    shape = getattr(images, "shape", None)
+    if shape is None and isinstance(images, (list, tuple)) and images:
+        shape = np.shape(images[0])
+    return 3 if shape is None else (shape[2] if len(shape) == 3 else 1)
+
+
 def fast_focus_measure(gray: np.ndarray, radius: int) -> np.ndarray:
     """The local energy of the Laplacian (:func:`pyfusion.methods.cnn_plus.focus_measure`) in float32 by OpenCV:
     the same 4-neighbour Laplacian, the window mean with borders reflected instead of clipped (the two differ
@@ -81,7 +98,7 @@ def fast_focus_measure(gray: np.ndarray, radius: int) -> np.ndarray:
 
 
 def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, progress: bool = False,
-                  fast: bool = False, threads: int | None = None) -> np.ndarray:
+                  fast: bool = False, threads: int | None = None, max_bytes: int | None = None) -> np.ndarray:
     """The label map with its boundary band re-decided pixel by pixel by a local focus measure.
 
     Parameters
@@ -100,8 +117,9 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, 
     fast : bool, optional
         float32 gray and focus measure (:func:`pyfusion.io.gray_unit32`, :func:`fast_focus_measure`) instead of
         float64.
-    threads : int, optional
-        Frames measured at once (:func:`pyfusion.util.imap_ordered`; the result does not depend on it).
+    threads, max_bytes : optional
+        Frames measured at once: at most ``threads``, as many as fit in ``max_bytes`` (:func:`frames_at_once`;
+        :func:`pyfusion.util.imap_ordered`; the result does not depend on it).
 
     Returns
     -------
@@ -129,7 +147,9 @@ def redecide_band(images, labels: np.ndarray, *, width: int, focus_radius: int, 
         return focus_measure(to_gray(to_unit(img)), focus_radius)
 
     frames = enumerate(progress_frames(images, "edge band", progress))
-    for k, f in enumerate(imap_ordered(measure, frames, threads=threads)):   # merged in frame order
+    at_once = frames_at_once(lab.shape, per_pixel=_channels(images) + 4 * ftype().itemsize, threads=threads,
+                             max_bytes=max_bytes)   # a frame, its gray, Laplacian and measure
+    for k, f in enumerate(imap_ordered(measure, frames, threads=at_once)):   # merged in frame order
         np.copyto(own, f, where=lab == k)
         better = f > best
         np.copyto(best, f, where=better)
@@ -203,7 +223,7 @@ def max_levels(shape) -> int:
 
 
 def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, progress: bool = False,
-                  float_type=np.float64, threads: int | None = None) -> np.ndarray:
+                  float_type=np.float64, threads: int | None = None, max_bytes: int | None = None) -> np.ndarray:
     """Burt and Adelson's multiresolution spline [1]_ of the frames on a hard label map.
 
     Each frame's Laplacian pyramid (OpenCV's ``pyrDown`` / ``pyrUp``, the 5-tap binomial kernel, borders reflected)
@@ -223,9 +243,10 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
         A progress bar (:func:`progress_frames`, ``stack: pyramid blend``).
     float_type : numpy dtype, optional
         The pyramids' float type (default float64; float32 halves the memory traffic).
-    threads : int, optional
-        Frames decomposed at once (:func:`pyfusion.util.imap_ordered`; summed in frame order, so the result does
-        not depend on it; default every core).
+    threads, max_bytes : optional
+        Frames decomposed at once: at most ``threads`` (default every core), as many as fit in ``max_bytes``
+        (:func:`frames_at_once`; :func:`pyfusion.util.imap_ordered`; summed in frame order, so the result does not
+        depend on them).
 
     Returns
     -------
@@ -261,7 +282,10 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
 
     acc, dtype = None, None
     frames = enumerate(progress_frames(images, "pyramid blend", progress))
-    for dtype, pyr in imap_ordered(weighted, frames, threads=threads):   # summed in frame order
+    c, size = _channels(images), np.dtype(float_type).itemsize
+    at_once = frames_at_once(lab.shape, per_pixel=c + (3 * c + 3) * size, threads=threads,
+                             max_bytes=max_bytes)   # a frame, its pyramid (4/3), its mask's, temporaries
+    for dtype, pyr in imap_ordered(weighted, frames, threads=at_once):   # summed in frame order
         if pyr is None:
             continue
         if acc is None:
@@ -278,10 +302,11 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
 
 
 def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int = FOCUS_RADIUS,
-             levels: int | None = LEVELS, progress: bool = False, fast: bool = False, threads: int | None = None):
+             levels: int | None = LEVELS, progress: bool = False, fast: bool = False, threads: int | None = None,
+             max_bytes: int | None = None):
     """The one-pass path's depth edges: :func:`redecide_band` of ``depth`` (``band``, ``focus_radius``), then
     :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images`` (``progress``: a
-    progress bar each; ``threads`` frames at a time). ``fast``: float32 throughout (:func:`redecide_band`'s
+    progress bar each; frames at a time: :func:`frames_at_once` of ``threads`` and ``max_bytes``). ``fast``: float32 throughout (:func:`redecide_band`'s
     ``fast``, :func:`pyramid_blend`'s ``float_type``).
 
     Returns
@@ -290,6 +315,6 @@ def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int =
         The fused image in the frames' dtype and the re-decided label map (int32).
     """
     labels = redecide_band(images, depth, width=band, focus_radius=focus_radius, progress=progress, fast=fast,
-                           threads=threads)
+                           threads=threads, max_bytes=max_bytes)
     return pyramid_blend(images, labels, levels=levels, progress=progress,
-                         float_type=np.float32 if fast else np.float64, threads=threads), labels
+                         float_type=np.float32 if fast else np.float64, threads=threads, max_bytes=max_bytes), labels

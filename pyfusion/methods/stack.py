@@ -288,10 +288,10 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     if edge_fix:
         # the edge fix (pyfusion.refine_stack.edge_fix) a step at a time, each timed
         depth = redecide_band(images, depth, width=BAND * f, focus_radius=FOCUS_RADIUS, progress=progress,
-                              fast=f > 1, threads=threads)
+                              fast=f > 1, threads=threads, max_bytes=max_bytes)
         tick("decision_map")
         fused = pyramid_blend(images, depth, levels=LEVELS, progress=progress,
-                              float_type=np.float32 if f > 1 else np.float64, threads=threads)
+                              float_type=np.float32 if f > 1 else np.float64, threads=threads, max_bytes=max_bytes)
     else:
         fused = guided_blend(images, depth, gf_radius=gf_radius, gf_eps=gf_eps, threads=threads, progress=progress)
     tick("fused")
