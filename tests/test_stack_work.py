@@ -139,3 +139,28 @@ def test_exact_aligns_at_half_size(monkeypatch):
     pyfusion.fuse(frames, method="cnn", align=True, frame_fn=fake_frame_fn)
     pyfusion.fuse(frames, method="cnn", align=True, exact=True, frame_fn=fake_frame_fn)
     assert levels == [2, 2, 1, 1]
+
+
+def test_frames_at_once_is_bounded_by_threads_and_memory():
+    from pyfusion.refine_stack import frames_at_once
+
+    assert frames_at_once((100, 100), per_pixel=10, threads=4, max_bytes=10 ** 9) == 4
+    assert frames_at_once((100, 100), per_pixel=10, threads=4, max_bytes=4 * 10 ** 5) == 2   # 4 fit, 2 held back
+    assert frames_at_once((100, 100), per_pixel=10, threads=4, max_bytes=10 ** 3) == 1       # never below one
+    assert frames_at_once((100, 100), per_pixel=10, threads=1, max_bytes=10 ** 9) == 1
+
+
+def test_edge_fix_does_not_depend_on_the_frames_in_flight():
+    from pyfusion.refine_stack import edge_fix
+
+    _, frames, truth = synthetic_stack(n=4, h=120, w=240, colour=True, seed=3)
+    depth = np.asarray(truth, np.int32).copy()
+    depth[40:80, 100:140] = 0                                     # a wrong patch for the band to re-decide
+    runs = [edge_fix(frames, depth, threads=t, max_bytes=b, fast=fast)
+            for fast in (False, True) for t, b in ((1, None), (3, None), (3, 1))]
+    for a, b in zip(runs[1:3], runs[:1] * 2):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    for a in runs[4:6]:
+        np.testing.assert_array_equal(a[0], runs[3][0])
+        np.testing.assert_array_equal(a[1], runs[3][1])
