@@ -4,14 +4,19 @@
     python -m fusionlab stack-speed undecided --count 12      # the cheap focus measure: share undecided, work left
     python -m fusionlab stack-speed align --count 12          # ECC stopping at full, half (quarter) size
     python -m fusionlab stack-speed sharpness --fused F.png   # pcb: ours vs focus-stack's result in the figure crops
+    python -m fusionlab stack-speed detail --count 10          # tuning stacks: the finest level by max |coefficient|
 
 ``undecided``: on the real stack (--stack, registered by pyfusion.align) and on --count synthetic stacks
 (fusionlab.synthetic.benchmark_stacks), fusionlab.stackbench.undecided_survey for every margin and floor.
 ``align``: fusionlab.stackbench.align_check on --count synthetic hand-held stacks. ``sharpness``: the mean
 gradient energy (fusionlab.stackbench.sharpness) of a fused pcb result (--fused, as `pyfusion fuse --align` writes
 it: cropped to the alignment's common region, whose (x, y) --offset gives) and of focus-stack's expected.jpg
-registered to it, in the three crops of the pcb figure (fusionlab.stackbench.figure_windows), with the
-sharpest aligned frame's.
+registered to it, in the three crops of the pcb figure (FIGURE_CROPS), with the sharpest aligned frame's and
+the per-pixel maximum of the aligned frames'. ``detail``: on --count synthetic tuning stacks (photos 50 and up,
+seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
+pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
+wavelet-merging tools such as focus-stack, which raises the gradient energy beyond any frame's), everywhere or in
+the depth map's edge band only.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ FIGURE_CROPS = ((1450, 900), (1200, 900), (1200, 50))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("undecided", "align", "sharpness"))
+    ap.add_argument("what", choices=("undecided", "align", "sharpness", "detail"))
     ap.add_argument("--stack", type=Path, default=ROOT.parent / "shared/data/stacks/pcb",
                     help="the real stack's folder (default ../shared/data/stacks/pcb; expected.jpg is not a frame)")
     ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"),
@@ -53,6 +58,65 @@ def parse_args(argv=None):
     if args.count < 0:
         ap.error("--count must be >= 0")
     return args
+
+
+def max_abs_blend(frames, labels: np.ndarray, *, levels: int = 4, where: np.ndarray | None = None) -> np.ndarray:
+    """The pyramid blend of ``labels`` (:func:`pyfusion.refine_stack.pyramid_blend`, float32) with the finest
+    Laplacian level taken from the frame of largest |coefficient| (summed over the channels), where ``where``
+    (bool, full size; default everywhere)."""
+    import cv2
+
+    from pyfusion.io import from_unit, to_unit
+
+    pyrs = []
+    for k, img in enumerate(frames):
+        g, m = to_unit(img, np.float32), (labels == k).astype(np.float32)
+        out = []
+        for i in range(levels + 1):
+            if i < levels:
+                g_next, m_next = cv2.pyrDown(g), cv2.pyrDown(m)
+                out.append((g - cv2.pyrUp(g_next, dstsize=g.shape[1::-1]), m))
+                g, m = g_next, m_next
+            else:
+                out.append((g, m))
+        pyrs.append(out)
+    summed = []
+    for i in range(levels + 1):
+        laps, masks = np.stack([p[i][0] for p in pyrs]), np.stack([p[i][1] for p in pyrs])
+        level = (laps * (masks[..., None] if laps.ndim == 4 else masks)).sum(axis=0)
+        if i == 0:
+            size = np.abs(laps).sum(axis=-1) if laps.ndim == 4 else np.abs(laps)
+            pick = np.take_along_axis(laps, size.argmax(axis=0)[None, ..., None] if laps.ndim == 4
+                                      else size.argmax(axis=0)[None], axis=0)[0]
+            zone = np.ones(labels.shape, bool) if where is None else where
+            level = np.where(zone[..., None] if level.ndim == 3 else zone, pick, level)
+        summed.append(level)
+    out = summed[-1]
+    for i in range(levels - 1, -1, -1):
+        out = cv2.pyrUp(out, dstsize=summed[i].shape[1::-1]) + summed[i]
+    return from_unit(out, frames[0].dtype)
+
+
+def detail(args) -> str:
+    import pyfusion
+    from pyfusion.refine_stack import BAND, label_band
+
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    rows = []
+    for st in synthetic.benchmark_stacks(photos, count=args.count, seed=1, start=50):
+        r = pyfusion.fuse(list(st.frames), method="cnn")
+        variants = (r.fused, max_abs_blend(st.frames, r.depth_map),
+                    max_abs_blend(st.frames, r.depth_map, where=label_band(r.depth_map, BAND)))
+        rows.append([synthetic.psnr(v, st.sharp) for v in variants])
+        print(st.name, " ".join(f"{v:.2f}" for v in rows[-1]), file=sys.stderr)
+    rows = np.array(rows)
+    lines = [f"{len(rows)} tuning stacks (photos 50 and up, seed 1), PSNR (dB) against the truth", "",
+             "| blend of the one-pass labels | mean PSNR | vs the one pass: mean (min / max) |", "|---|---:|---:|"]
+    for j, name in enumerate(("the one pass (4-level pyramid blend)", "finest level by the largest absolute coefficient",
+                              f"the same in the {BAND}-px edge band only")):
+        d = rows[:, j] - rows[:, 0]
+        lines.append(f"| {name} | {rows[:, j].mean():.2f} | {d.mean():+.2f} ({d.min():+.2f} / {d.max():+.2f}) |")
+    return "\n".join(lines) + "\n"
 
 
 def real_frames(stack: Path) -> list:
@@ -129,7 +193,8 @@ def sharpness_table(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    text = {"undecided": undecided, "align": align_table, "sharpness": sharpness_table}[args.what](args)
+    text = {"undecided": undecided, "align": align_table, "sharpness": sharpness_table,
+            "detail": detail}[args.what](args)
     print(text)
     print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
