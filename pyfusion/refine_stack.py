@@ -306,8 +306,8 @@ def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int =
              max_bytes: int | None = None):
     """The one-pass path's depth edges: :func:`redecide_band` of ``depth`` (``band``, ``focus_radius``), then
     :func:`pyramid_blend` of the frames on the result (``levels``). Two passes over ``images`` (``progress``: a
-    progress bar each; frames at a time: :func:`frames_at_once` of ``threads`` and ``max_bytes``). ``fast``: float32 throughout (:func:`redecide_band`'s
-    ``fast``, :func:`pyramid_blend`'s ``float_type``).
+    progress bar each; frames at a time: :func:`frames_at_once` of ``threads`` and ``max_bytes``). ``fast``:
+    float32 throughout (:func:`redecide_band`'s ``fast``, :func:`pyramid_blend`'s ``float_type``).
 
     Returns
     -------

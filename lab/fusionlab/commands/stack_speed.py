@@ -112,8 +112,9 @@ def detail(args) -> str:
     rows = np.array(rows)
     lines = [f"{len(rows)} tuning stacks (photos 50 and up, seed 1), PSNR (dB) against the truth", "",
              "| blend of the one-pass labels | mean PSNR | vs the one pass: mean (min / max) |", "|---|---:|---:|"]
-    for j, name in enumerate(("the one pass (4-level pyramid blend)", "finest level by the largest absolute coefficient",
-                              f"the same in the {BAND}-px edge band only")):
+    names = ("the one pass (4-level pyramid blend)", "finest level by the largest absolute coefficient",
+             f"the same in the {BAND}-px edge band only")
+    for j, name in enumerate(names):
         d = rows[:, j] - rows[:, 0]
         lines.append(f"| {name} | {rows[:, j].mean():.2f} | {d.mean():+.2f} ({d.min():+.2f} / {d.max():+.2f}) |")
     return "\n".join(lines) + "\n"
