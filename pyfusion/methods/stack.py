@@ -205,7 +205,8 @@ def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
          max_bytes=None,
          progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
-         patch: int | None = None, stride: int | None = None, edge_fix: bool = True, work_pixels: int | None = None):
+         patch: int | None = None, stride: int | None = None, edge_fix: bool = True, work_pixels: int | None = None,
+         band: int = BAND):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
 
     Parameters
@@ -233,9 +234,12 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         None (default): the score maps at full resolution, as in [1]_. A number (the fast path, ``WORK_PIXELS``
         for ``fuse(..., exact=False)``): frames of more pixels are scored at a working size, each frame's float32
         gray reduced by :func:`block_mean` with the factor :func:`work_factor`; the focus maps, the argmax and the
-        small-region removal run at that size, the depth map is repeated back to full size, and the edge fix's
-        band is ``BAND`` working pixels (``BAND * f`` px) wide and runs in float32. Frames of at most
-        ``work_pixels`` pixels take the full-resolution path (byte for byte).
+        small-region removal run at that size, the depth map is repeated back to full size, and the edge fix
+        (the same ``BAND`` = 16 px at full size: on synthetic tuning stacks at 2 and 4 times the benchmark's size a
+        band of 16 working pixels lost 0.5 and 2.3 dB against 16 px, docs/stacks.md "Speed") runs in float32.
+        Frames of at most ``work_pixels`` pixels take the full-resolution path (byte for byte).
+    band : int, optional
+        Half-width (px) of the edge fix's band (default ``BAND`` = 16).
 
     Returns
     -------
@@ -287,7 +291,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     tick("cleaned_map")
     if edge_fix:
         # the edge fix (pyfusion.refine_stack.edge_fix) a step at a time, each timed
-        depth = redecide_band(images, depth, width=BAND * f, focus_radius=FOCUS_RADIUS, progress=progress,
+        depth = redecide_band(images, depth, width=band, focus_radius=FOCUS_RADIUS, progress=progress,
                               fast=f > 1, threads=threads, max_bytes=max_bytes)
         tick("decision_map")
         fused = pyramid_blend(images, depth, levels=LEVELS, progress=progress,

@@ -5,6 +5,7 @@
     python -m fusionlab stack-speed align --count 12          # ECC stopping at full, half (quarter) size
     python -m fusionlab stack-speed sharpness --fused F.png   # pcb: ours vs focus-stack's result in the figure crops
     python -m fusionlab stack-speed detail --count 10          # tuning stacks: the finest level by max |coefficient|
+    python -m fusionlab stack-speed band --scale 4 --count 6    # tuning stacks: the fast path's edge band
 
 ``undecided``: on the real stack (--stack, registered by pyfusion.align) and on --count synthetic stacks
 (fusionlab.synthetic.benchmark_stacks), fusionlab.stackbench.undecided_survey for every margin and floor.
@@ -16,7 +17,9 @@ the per-pixel maximum of the aligned frames'. ``detail``: on --count synthetic t
 seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
 pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
 wavelet-merging tools such as focus-stack, which raises the gradient energy beyond any frame's), everywhere or in
-the depth map's edge band only.
+the depth map's edge band only. ``band``: on --count synthetic tuning stacks at --scale times the size
+(fusionlab.synthetic.benchmark_stacks' ``scale``), registered, PSNR against the truth of the exact one pass and of
+the fast path (work_pixels) with the edge fix's band 16 px wide at full size and 16 working pixels wide.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ FIGURE_CROPS = ((1450, 900), (1200, 900), (1200, 50))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("undecided", "align", "sharpness", "detail"))
+    ap.add_argument("what", choices=("undecided", "align", "sharpness", "detail", "band"))
+    ap.add_argument("--scale", type=int, default=4, help="band: the stacks' scale (default 4)")
     ap.add_argument("--stack", type=Path, default=ROOT.parent / "shared/data/stacks/pcb",
                     help="the real stack's folder (default ../shared/data/stacks/pcb; expected.jpg is not a frame)")
     ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"),
@@ -120,6 +124,33 @@ def detail(args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def band_table(args) -> str:
+    from pyfusion.constants import WORK_PIXELS
+    from pyfusion.methods import stack
+    from pyfusion.refine_stack import BAND
+
+    photos = sorted(Path(args.photos).glob("*.jpg"))
+    rows, factors = [], set()
+    for st in synthetic.benchmark_stacks(photos, count=args.count, seed=1, start=50, scale=args.scale):
+        frames = list(st.frames)
+        f = stack.work_factor(frames[0].shape[:2])
+        factors.add(f)
+        fused = [stack.fuse(frames)[0], stack.fuse(frames, work_pixels=WORK_PIXELS)[0],
+                 stack.fuse(frames, work_pixels=WORK_PIXELS, band=BAND * f)[0]]
+        rows.append([synthetic.psnr(x, st.sharp) for x in fused])
+        print(st.name, " ".join(f"{v:.2f}" for v in rows[-1]), file=sys.stderr)
+    rows = np.array(rows)
+    shape = "x".join(str(v) for v in frames[0].shape[1::-1])
+    lines = [f"{len(rows)} tuning stacks (photos 50 and up, seed 1) at scale {args.scale} (e.g. {shape}; working "
+             f"downscale {', '.join(map(str, sorted(factors)))}), registered, PSNR (dB) against the truth", "",
+             "| one pass | mean PSNR | vs exact: mean (min / max) |", "|---|---:|---:|"]
+    for j, name in enumerate(("exact (full resolution)", f"fast, band {BAND} px (the default)",
+                              f"fast, band {BAND} working px")):
+        d = rows[:, j] - rows[:, 0]
+        lines.append(f"| {name} | {rows[:, j].mean():.2f} | {d.mean():+.2f} ({d.min():+.2f} / {d.max():+.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
 def real_frames(stack: Path) -> list:
     return [read_image(p) for p in sorted(stack.glob("*.jpg")) if p.name != "expected.jpg"]
 
@@ -195,7 +226,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     text = {"undecided": undecided, "align": align_table, "sharpness": sharpness_table,
-            "detail": detail}[args.what](args)
+            "detail": detail, "band": band_table}[args.what](args)
     print(text)
     print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
