@@ -12,7 +12,7 @@
 ``align``: fusionlab.stackbench.align_check on --count synthetic hand-held stacks. ``sharpness``: the mean
 gradient energy (fusionlab.stackbench.sharpness) of a fused pcb result (--fused, as `pyfusion fuse --align` writes
 it: cropped to the alignment's common region, whose (x, y) --offset gives) and of focus-stack's expected.jpg
-registered to it, in the three crops of the pcb figure (FIGURE_CROPS), with the sharpest aligned frame's and
+registered to it, in the three crops of the pcb figure (or --windows), with the sharpest aligned frame's and
 the per-pixel maximum of the aligned frames'. ``detail``: on --count synthetic tuning stacks (photos 50 and up,
 seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
 pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
@@ -34,8 +34,6 @@ from fusionlab import ROOT, stackbench, synthetic
 from pyfusion.io import read_image
 
 PROG = "stack_speed"
-#: The three crops of the pcb figure (docs/stacks.md, "A real stack"): the top-left corners of its 200x200 windows.
-FIGURE_CROPS = ((1450, 900), (1200, 900), (1200, 50))
 
 
 def parse_args(argv=None):
@@ -52,10 +50,10 @@ def parse_args(argv=None):
     ap.add_argument("--offset", default="auto", help="sharpness: X,Y of --fused in the frames (default: from "
                     "pyfusion.align of the stack)")
     ap.add_argument("--crop-size", type=int, default=200, help="sharpness: side of the crops (default 200)")
-    ap.add_argument("--windows", default=";".join(f"{x},{y}" for x, y in FIGURE_CROPS),
-                    help="sharpness: the crops' top-left corners X,Y;X,Y;... in the compared region (default: the "
-                         "three crops of the pcb figure in docs/stacks.md; 'auto': chosen from the images as the "
-                         "figure chooses them)")
+    ap.add_argument("--windows", default="auto",
+                    help="sharpness: the crops' top-left corners X,Y;X,Y;... in the compared region (default auto: "
+                         "chosen from --fused and focus-stack's result as the pcb figure chooses them, so for the "
+                         "figure's fused image its three crops)")
     args = ap.parse_args(argv)
     if args.what == "sharpness" and args.fused is None:
         ap.error("sharpness needs --fused")
@@ -218,6 +216,7 @@ def sharpness_table(args) -> str:
         x, y, cw, ch = w
         top = float(ceiling[y:y + ch, x:x + cw].mean())
         lines.append(f"| {tuple(int(v) for v in w)} | {a:.3f} | {b:.3f} | {a / b:.2f} | {best:.3f} | {top:.3f} |")
+    print("windows: " + ";".join(f"{int(w[0])},{int(w[1])}" for w in windows), file=sys.stderr)
     return (f"mean gradient energy (mean squared Sobel magnitude, gray in [0, 1]) of {args.fused.name}, of "
             f"focus-stack's expected.jpg registered to it, and of the aligned frames\n\n" + "\n".join(lines) + "\n")
 
