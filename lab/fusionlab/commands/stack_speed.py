@@ -40,6 +40,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("undecided", "align", "sharpness", "detail", "band"))
     ap.add_argument("--scale", type=int, default=4, help="band: the stacks' scale (default 4)")
+    ap.add_argument("--stacks", choices=("layered", "occlusion"), default="layered",
+                    help="band: the synthetic layered stacks or the occlusion stacks (fusionlab.occlusion)")
     ap.add_argument("--stack", type=Path, default=ROOT.parent / "shared/data/stacks/pcb",
                     help="the real stack's folder (default ../shared/data/stacks/pcb; expected.jpg is not a frame)")
     ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/train/bsds500/val"),
@@ -127,25 +129,37 @@ def band_table(args) -> str:
     from pyfusion.methods import stack
     from pyfusion.refine_stack import BAND
 
+    from fusionlab import occlusion
+
     photos = sorted(Path(args.photos).glob("*.jpg"))
+    make = occlusion.occlusion_stacks if args.stacks == "occlusion" else synthetic.benchmark_stacks
     rows, factors = [], set()
-    for st in synthetic.benchmark_stacks(photos, count=args.count, seed=1, start=50, scale=args.scale):
+    for st in make(photos, count=args.count, seed=1, start=50, scale=args.scale):
         frames = list(st.frames)
         f = stack.work_factor(frames[0].shape[:2])
         factors.add(f)
         fused = [stack.fuse(frames)[0], stack.fuse(frames, work_pixels=WORK_PIXELS)[0],
                  stack.fuse(frames, work_pixels=WORK_PIXELS, band=BAND * f)[0]]
-        rows.append([synthetic.psnr(x, st.sharp) for x in fused])
+        row = [synthetic.psnr(x, st.sharp) for x in fused]
+        if args.stacks == "occlusion":   # and in the band around the occlusion edges
+            zone = occlusion.band_mask(st.planes, st.radius)
+            row += [synthetic.psnr(x[zone], st.sharp[zone]) for x in fused]
+        rows.append(row)
         print(st.name, " ".join(f"{v:.2f}" for v in rows[-1]), file=sys.stderr)
     rows = np.array(rows)
     shape = "x".join(str(v) for v in frames[0].shape[1::-1])
-    lines = [f"{len(rows)} tuning stacks (photos 50 and up, seed 1) at scale {args.scale} (e.g. {shape}; working "
-             f"downscale {', '.join(map(str, sorted(factors)))}), registered, PSNR (dB) against the truth", "",
-             "| one pass | mean PSNR | vs exact: mean (min / max) |", "|---|---:|---:|"]
+    band = args.stacks == "occlusion"
+    lines = [f"{len(rows)} {args.stacks} tuning stacks (photos 50 and up, seed 1) at scale {args.scale} (e.g. {shape}; "
+             f"working downscale {', '.join(map(str, sorted(factors)))}), registered, PSNR (dB) against the truth", "",
+             "| one pass | mean PSNR | vs exact: mean (min / max) |" + (" band PSNR | vs exact |" if band else ""),
+             "|---|---:|---:|" + ("---:|---:|" if band else "")]
     for j, name in enumerate(("exact (full resolution)", f"fast, band {BAND} px (the default)",
                               f"fast, band {BAND} working px")):
-        d = rows[:, j] - rows[:, 0]
-        lines.append(f"| {name} | {rows[:, j].mean():.2f} | {d.mean():+.2f} ({d.min():+.2f} / {d.max():+.2f}) |")
+        cells = []
+        for c in ((j, j + 3) if band else (j,)):
+            d = rows[:, c] - rows[:, c - j]
+            cells.append(f" {rows[:, c].mean():.2f} | {d.mean():+.2f} ({d.min():+.2f} / {d.max():+.2f}) |")
+        lines.append(f"| {name} |" + "".join(cells))
     return "\n".join(lines) + "\n"
 
 
