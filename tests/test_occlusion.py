@@ -197,3 +197,24 @@ def test_command_end_to_end(photos, tmp_path):
     with pytest.raises(SystemExit) as e:
         occlusion_bench.main(["--fusers", "nope"])
     assert e.value.code == 2
+
+
+def test_rerun_with_more_fusers_runs_only_the_missing_ones(monkeypatch):
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake(stack, fusers, **kw):
+        calls.append((list(fusers), kw["diagnose"]))
+        return {"results": {f: {"psnr": 1.0} for f in fusers}, "skipped": {}, "seconds": 1.0}
+
+    monkeypatch.setattr(occlusion_bench, "score_stack", fake)
+    args = SimpleNamespace(diagnose=True, threads=1, candidates=[])
+    old = {"stack": "s", "results": {"dwt": {"psnr": 2.0}}, "skipped": {"enfuse": "absent"}, "diagnosis": {},
+           "seconds": 2.0}
+    row = occlusion_bench.complete(old, "s", ["dwt", "enfuse", "one-pass exact"], args)
+    assert calls == [(["one-pass exact"], False)]
+    assert row["results"]["dwt"]["psnr"] == 2.0 and "one-pass exact" in row["results"] and row["seconds"] == 3.0
+    assert row["diagnosis"] == {} and row["skipped"] == {"enfuse": "absent"}
+    assert occlusion_bench.complete(row, "s", ["dwt"], args) is row and len(calls) == 1
+    assert set(occlusion_bench.complete(None, "s", ["dwt"], args)["results"]) == {"dwt"} and calls[-1][1] is True

@@ -130,6 +130,19 @@ def score_stack(stack, fusers, *, diagnose: bool, threads: int, candidates=()) -
     return row
 
 
+def complete(row, stack, fusers, args) -> dict:
+    """``row`` (an earlier run's, or None) with the results of every fuser in ``fusers``: only the missing ones run
+    (:func:`score_stack`; a row keeps its diagnosis and candidates)."""
+    if row is None:
+        return score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads, candidates=args.candidates)
+    missing = [f for f in fusers if f not in row["results"] and f not in row["skipped"]]
+    if not missing:
+        return row
+    new = score_stack(stack, missing, diagnose=False, threads=args.threads)
+    return {**row, **{k: new[k] for k in ("labels",) if k in new}, "results": {**row["results"], **new["results"]},
+            "skipped": {**row["skipped"], **new["skipped"]}, "seconds": row["seconds"] + new["seconds"]}
+
+
 def score_layered(stack, candidates, *, threads: int) -> dict:
     """One layered stack of the stack benchmark (registered frames): the ``candidates``' PSNR and SSIM against the
     sharp photo."""
@@ -282,8 +295,7 @@ def main(argv=None) -> int:
     stacks = occlusion.occlusion_stacks(photos, count=args.count, seed=args.seed, start=args.start, crop=args.crop,
                                         scale=args.scale)
     for stack in tqdm(stacks, total=args.count, desc="stacks", unit="stack", disable=args.no_progress):
-        rows.append(done.get(stack.name) or score_stack(stack, fusers, diagnose=args.diagnose, threads=args.threads,
-                                                        candidates=args.candidates))
+        rows.append(complete(done.get(stack.name), stack, fusers, args))
         write_atomic(args.json, json.dumps({"config": config, "stacks": rows}, indent=1) + "\n")
     layered = []
     for stack in tqdm(synthetic.benchmark_stacks(photos, count=args.layered, seed=args.seed, start=args.start,
