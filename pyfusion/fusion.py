@@ -151,7 +151,7 @@ def streams(images, *, method: str = "cnn", align=False) -> bool:
 
     True for three or more paths (or a :class:`pyfusion.io.FrameSequence`) fused without alignment by a method
     that goes over its sources one frame at a time (``cnn``: the one-pass stack and the series of pairs). The
-    fused image is the same either way; the frames' memory is one frame's instead of all of them, and
+    fused image is the same either way; the frames' memory is a frame's per thread instead of all of them, and
     ``max_memory`` caps the whole fusion (:func:`fuse`).
     """
     if method not in _STREAMING or align:
@@ -210,7 +210,7 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         dtype (uint8, uint16, or float in [0, 1]), ``H, W >= 16``. Paths are read with
         :func:`pyfusion.io.read_image`. The arrays are never modified. Three or more paths fused by ``cnn``
         without ``align`` are read as the method needs them (:func:`streams`, a
-        :class:`pyfusion.io.FrameSequence`: every file's header checked first, one decoded frame held at a time);
+        :class:`pyfusion.io.FrameSequence`: every file's header checked first, a decoded frame per thread held at a time);
         the result is the same as of the frames held in memory.
     method : str, optional
         A name of :data:`METHODS`: ``"cnn"`` (default; the siamese CNN of Liu et al. 2017,
