@@ -210,8 +210,8 @@ def fuse(images, *, method: str = "cnn", align=False, **options) -> FusionResult
         dtype (uint8, uint16, or float in [0, 1]), ``H, W >= 16``. Paths are read with
         :func:`pyfusion.io.read_image`. The arrays are never modified. Three or more paths fused by ``cnn``
         without ``align`` are read as the method needs them (:func:`streams`, a
-        :class:`pyfusion.io.FrameSequence`: every file's header checked first, a decoded frame per thread held at a time);
-        the result is the same as of the frames held in memory.
+        :class:`pyfusion.io.FrameSequence`: every file's header checked first, a decoded frame per thread held at a
+        time); the result is the same as of the frames held in memory.
     method : str, optional
         A name of :data:`METHODS`: ``"cnn"`` (default; the siamese CNN of Liu et al. 2017,
         :mod:`pyfusion.methods.cnn`), ``"wavelet-cnn"`` (:mod:`pyfusion.methods.wavelet_cnn`), ``"dwt"`` (the
