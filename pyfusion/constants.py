@@ -12,6 +12,9 @@ REGION_RATIO = 0.01   # small-region removal area threshold t = ratio * H * W, [
 # ... of the one-pass N-frame label map (not in the paper: its 0.01 removes thin true layers of a stack), chosen on
 # the synthetic tuning stacks (photos 50-59, seed 1; docs/stacks.md), not on the benchmark stacks
 REGION_RATIO_STACK = 0.003
+# ... of the fast path's label map at its working size (a frame over 520x520 scored reduced): 0.003 there removed the
+# thin tilted pin of the pcb stack; 0.001 kept it and was as good on the tuning stacks at 2 and 4 times their size
+REGION_RATIO_WORK = 0.001
 GF_RADIUS = 8         # guided filter radius r, [Liu2017] Sec. 3.3.3
 GF_EPS = 0.1          # guided filter regularisation eps (images in [0, 1]), [Liu2017] Sec. 3.3.3
 BLUR_SIGMA = 2.0      # Gaussian blur sigma for training data, [Liu2017] Sec. 3.2.2

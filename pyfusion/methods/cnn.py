@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, THRESHOLD
+from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, THRESHOLD
 from pyfusion.focus import binary_map, focus_map
 from pyfusion.io import from_unit, to_gray, to_unit
 from pyfusion.refine import area_threshold, guided_filter, remove_small_regions
@@ -46,7 +46,7 @@ DESCRIPTION = "the siamese CNN of Liu et al. 2017 and its post-processing, as pu
 #: The options of ``method="cnn"``.
 OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, region_ratio={
     "default": None, "help": "small-region removal area as a fraction of H*W (default 0.01 pairwise, the paper's; "
-    "0.003 in one pass over three or more frames)"}),
+    "0.003 in one pass over three or more frames, 0.001 at the fast path's working size)"}),
     Option("series", bool_flag, None, "fuse three or more sources in series, as in the paper ((A + B) + C ...), "
            "instead of in one pass"),
     Option("edge_fix", on_off, True, "one pass: re-decide a 16-px band around the depth map's edges by a per-pixel "
@@ -187,7 +187,8 @@ def fuse(images, **options):
     scores need one trunk and a head linear in each branch: then in series); True: pairwise / in
     series, the paper's way; False: one pass, for two sources too. ``frame_fn(gray) -> scores`` replaces the
     net's per-frame scores of the one-pass method (as ``score_fn`` the pair scores). ``region_ratio`` default: the
-    paper's 0.01 pairwise, ``constants.REGION_RATIO_STACK`` (0.003) in one pass.
+    paper's 0.01 pairwise, ``constants.REGION_RATIO_STACK`` (0.003) in one pass (0.001 at the fast path's working
+    size, ``constants.REGION_RATIO_WORK``).
 
     Returns ``(fused, maps, timings)``: the fused image in the sources' dtype, the maps of the first pair
     (:data:`MAPS`; one pass: :data:`pyfusion.methods.stack.MAPS`) and seconds per stage (:data:`STAGES`, summed
@@ -210,7 +211,7 @@ def fuse(images, **options):
 
         return stack.fuse(images, frame_fn=frame_fn, model=model, backend=backend, threads=threads, gpu=gpu,
                           max_bytes=gb_to_bytes(max_memory), progress=progress,
-                          region_ratio=REGION_RATIO_STACK if region_ratio is None else region_ratio, gf_radius=gf_radius,
+                          region_ratio=region_ratio, gf_radius=gf_radius,
                           gf_eps=gf_eps, edge_fix=o.edge_fix, work_pixels=None if o.exact else stack.WORK_PIXELS)
     if frame_fn is not None:
         raise ValueError("frame_fn scores single frames: it is for the one-pass method (series=False)")

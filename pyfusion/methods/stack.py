@@ -67,7 +67,8 @@ import cv2
 import numpy as np
 
 from pyfusion import models
-from pyfusion.constants import GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, WORK_PIXELS
+from pyfusion.constants import (GF_EPS, GF_RADIUS, REGION_RATIO, REGION_RATIO_STACK, REGION_RATIO_WORK,
+                                WORK_PIXELS)
 from pyfusion.focus import focus_map
 from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
@@ -204,7 +205,7 @@ def _net_frame_fn(model, backend, *, threads, max_bytes, progress, gpu=None) -> 
 
 def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, threads=None, gpu=None,
          max_bytes=None,
-         progress=False, region_ratio: float = REGION_RATIO_STACK, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
+         progress=False, region_ratio: float | None = None, gf_radius: int = GF_RADIUS, gf_eps: float = GF_EPS,
          patch: int | None = None, stride: int | None = None, edge_fix: bool = True, work_pixels: int | None = None,
          band: int = BAND):
     """One-pass fusion of N >= 2 validated sources (one shape and dtype); the steps are the module docstring's.
@@ -223,7 +224,8 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     region_ratio, gf_radius, gf_eps
         As the pairwise method (8, 0.1 for the guided filter), except the small-region area: 0.003 H W
         (``constants.REGION_RATIO_STACK``) instead of the paper's 0.01, whose regions are those of a two-region map
-        (the area was chosen on synthetic tuning stacks, docs/stacks.md).
+        (the area was chosen on synthetic tuning stacks, docs/stacks.md); on the fast path's working size 0.001
+        (``constants.REGION_RATIO_WORK``, docs/stacks.md "Speed"). None: these defaults.
     patch, stride : int, optional
         The net's patch and stride (default: the ``cnn`` model's geometry).
     edge_fix : bool, optional
@@ -286,6 +288,8 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
         del focus, better
         tick("binary_map")
     del best
+    if region_ratio is None:
+        region_ratio = REGION_RATIO_STACK if f == 1 else REGION_RATIO_WORK
     depth = remove_small_label_regions(labels, area=area_threshold((hs, ws), ratio=region_ratio), n_labels=n)
     labels, depth = _upsample(labels, f, (h, w)), _upsample(depth, f, (h, w))
     tick("cleaned_map")
