@@ -52,7 +52,7 @@ OPTIONS = (*COMMON, *NET, *replace(CONSISTENCY, region_ratio={
     Option("edge_fix", on_off, True, "one pass: re-decide a 16-px band around the depth map's edges by a per-pixel "
            "focus measure and blend with a 4-level pyramid (off: the paper's guided filter)", metavar="on|off"),
     Option("exact", bool_flag, False, "one pass: score every frame at full resolution, as the paper does (default: "
-           "frames over 520x520 are scored at a reduced working size, stack.WORK_PIXELS)"),
+           "frames over 520x520 are scored at a reduced working size)"),
     Option("score_fn", object, None, "score_fn(a, b) -> scores: a pair score function replacing the net", cli=False),
     Option("frame_fn", object, None, "frame_fn(gray) -> scores: per-frame scores replacing the net in one pass",
            cli=False),
