@@ -432,6 +432,7 @@ def align(images, *, names=None, reference: int | None = None, motion: str = "af
         x, y, cw, ch = report.crop
         if not fill and (cw == 0 or ch == 0):
             raise FusionInputError(f"the aligned frames have no region in common with {names[ref]}")
+
         def resample(k):
             out = _warp(frames[k], report.transforms[names[k]], (w, h), interpolation) if k in moves else frames[k]
             return np.ascontiguousarray(out if fill else out[y:y + ch, x:x + cw])

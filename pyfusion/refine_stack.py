@@ -41,8 +41,8 @@ from pyfusion.methods.cnn_plus import focus_measure
 from pyfusion.refine import guided_filter
 from pyfusion.util import available_bytes, imap_ordered, progress_frames, threads as thread_count
 
-__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "max_levels", "edge_fix",
-           "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
+__all__ = ["label_band", "redecide_band", "guided_blend", "pyramid_blend", "laplacian_pyramid", "gaussian_pyramid",
+           "collapse_pyramid", "max_levels", "edge_fix", "progress_frames", "BAND", "FOCUS_RADIUS", "LEVELS"]
 
 #: :func:`edge_fix`'s defaults, chosen on the occlusion tuning stacks (docs/stacks.md, "Halo fix"): the band's
 #: half-width (px), the focus measure's window radius and the pyramid levels.
@@ -217,6 +217,34 @@ def guided_blend(images, labels: np.ndarray, *, gf_radius: int = GF_RADIUS, gf_e
     return from_unit(acc, dtype)
 
 
+def laplacian_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Burt and Adelson's Laplacian pyramid [1]_ by OpenCV's ``pyrDown`` / ``pyrUp`` (the 5-tap binomial kernel,
+    borders reflected): ``levels`` band-pass levels, finest first, then the coarsest Gaussian level."""
+    out = []
+    for _ in range(levels):
+        down = cv2.pyrDown(x)
+        out.append(x - cv2.pyrUp(down, dstsize=x.shape[1::-1]))
+        x = down
+    return out + [x]
+
+
+def gaussian_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:
+    """``x`` and its ``levels`` successive ``pyrDown`` reductions, finest first."""
+    out = [x]
+    for _ in range(levels):
+        out.append(cv2.pyrDown(out[-1]))
+    return out
+
+
+def collapse_pyramid(pyramid) -> np.ndarray:
+    """The image of a Laplacian pyramid (:func:`laplacian_pyramid`'s layout): the coarsest level expanded and
+    added level by level."""
+    out = pyramid[-1]
+    for level in reversed(pyramid[:-1]):
+        out = cv2.pyrUp(out, dstsize=level.shape[1::-1]) + level
+    return out
+
+
 def max_levels(shape) -> int:
     """The most pyramid levels of an ``(H, W)`` image: ``floor(log2(min(H, W)))`` (the coarsest level 1-3 px)."""
     return max(0, int(math.floor(math.log2(max(1, min(int(shape[0]), int(shape[1])))))))
@@ -267,18 +295,10 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
         mask = lab == k
         if not mask.any():
             return img.dtype, None
-        g, m = to_unit(img, float_type), mask.astype(float_type)
-        del mask
-        out = []
-        for i in range(levels + 1):
-            if i < levels:
-                g_next, m_next = cv2.pyrDown(g), cv2.pyrDown(m)
-                g -= cv2.pyrUp(g_next, dstsize=g.shape[1::-1])
+        laps = laplacian_pyramid(to_unit(img, float_type), levels)
+        for g, m in zip(laps, gaussian_pyramid(mask.astype(float_type), levels)):
             g *= m[:, :, None] if g.ndim == 3 else m
-            out.append(g)
-            if i < levels:
-                g, m = g_next, m_next
-        return img.dtype, out
+        return img.dtype, laps
 
     acc, dtype = None, None
     frames = enumerate(progress_frames(images, "pyramid blend", progress))
@@ -295,10 +315,7 @@ def pyramid_blend(images, labels: np.ndarray, *, levels: int | None = None, prog
                 a += g
     if acc is None:
         raise ValueError("no frame is named by the label map")
-    out = acc[-1]
-    for i in range(levels - 1, -1, -1):
-        out = cv2.pyrUp(out, dstsize=acc[i].shape[1::-1]) + acc[i]
-    return from_unit(out, dtype)
+    return from_unit(collapse_pyramid(acc), dtype)
 
 
 def edge_fix(images, depth: np.ndarray, *, band: int = BAND, focus_radius: int = FOCUS_RADIUS,

@@ -200,7 +200,7 @@ def _tensor(buf: bytes):
             return None
     if dtype is None or raw is None:
         return None
-    return name, np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype[1:], copy=True)
+    return name, np.frombuffer(raw, dtype=dtype).reshape(dims).copy()   # a writable array of its own
 
 
 def load_params(onnx_path) -> dict:

@@ -73,8 +73,7 @@ from pyfusion.focus import focus_map
 from pyfusion.io import gray_unit32, to_gray, to_unit
 from pyfusion.refine import area_threshold
 from pyfusion.refine_stack import BAND, FOCUS_RADIUS, LEVELS, guided_blend, pyramid_blend, redecide_band
-from pyfusion.util import progress_frames as _frames
-from pyfusion.util import Stopwatch, imap_ordered, threads as thread_count
+from pyfusion.util import Stopwatch, imap_ordered, progress_frames as _frames, threads as thread_count
 
 __all__ = ["fuse", "remove_small_label_regions", "work_factor", "block_mean", "MAPS", "STAGES", "WORK_PIXELS"]
 
@@ -269,6 +268,7 @@ def fuse(images, *, frame_fn: Callable | None = None, model=None, backend=None, 
     # pass 1: per-frame scores and focus maps, a running argmax (ties keep the lower index: strict >)
     best = np.full((hs, ws), -np.inf)
     labels = np.zeros((hs, ws), np.int32)
+
     def working_gray(img):
         return to_gray(to_unit(img)).astype(np.float32) if f == 1 else block_mean(gray_unit32(img), f)
 

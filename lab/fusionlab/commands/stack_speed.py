@@ -68,22 +68,11 @@ def max_abs_blend(frames, labels: np.ndarray, *, levels: int = 4, where: np.ndar
     """The pyramid blend of ``labels`` (:func:`pyfusion.refine_stack.pyramid_blend`, float32) with the finest
     Laplacian level taken from the frame of largest |coefficient| (summed over the channels), where ``where``
     (bool, full size; default everywhere)."""
-    import cv2
-
     from pyfusion.io import from_unit, to_unit
+    from pyfusion.refine_stack import collapse_pyramid, gaussian_pyramid, laplacian_pyramid
 
-    pyrs = []
-    for k, img in enumerate(frames):
-        g, m = to_unit(img, np.float32), (labels == k).astype(np.float32)
-        out = []
-        for i in range(levels + 1):
-            if i < levels:
-                g_next, m_next = cv2.pyrDown(g), cv2.pyrDown(m)
-                out.append((g - cv2.pyrUp(g_next, dstsize=g.shape[1::-1]), m))
-                g, m = g_next, m_next
-            else:
-                out.append((g, m))
-        pyrs.append(out)
+    pyrs = [list(zip(laplacian_pyramid(to_unit(img, np.float32), levels),
+                     gaussian_pyramid((labels == k).astype(np.float32), levels))) for k, img in enumerate(frames)]
     summed = []
     for i in range(levels + 1):
         laps, masks = np.stack([p[i][0] for p in pyrs]), np.stack([p[i][1] for p in pyrs])
@@ -95,10 +84,7 @@ def max_abs_blend(frames, labels: np.ndarray, *, levels: int = 4, where: np.ndar
             zone = np.ones(labels.shape, bool) if where is None else where
             level = np.where(zone[..., None] if level.ndim == 3 else zone, pick, level)
         summed.append(level)
-    out = summed[-1]
-    for i in range(levels - 1, -1, -1):
-        out = cv2.pyrUp(out, dstsize=summed[i].shape[1::-1]) + summed[i]
-    return from_unit(out, frames[0].dtype)
+    return from_unit(collapse_pyramid(summed), frames[0].dtype)
 
 
 def detail(args) -> str:
