@@ -181,6 +181,21 @@ def test_focus_stack_not_built_is_a_runtime_error(photos, tmp_path):
         occlusion.focus_stack_fuse(list(photos), exe=tmp_path / "nope")
 
 
+def test_focus_stack_gets_its_options(photos, tmp_path):
+    """A stand-in program that records its arguments and writes the second frame as the result."""
+    exe = tmp_path / "fake-focus-stack"
+    log = tmp_path / "argv"
+    exe.write_text(f"#!/bin/sh\necho \"$@\" > {log}\nfor a in \"$@\"; do case $a in --output=*) "
+                   f"out=${{a#--output=}};; esac; done\ncp \"$(echo \"$@\" | tr ' ' '\\n' | grep f01.png)\" \"$out\"\n")
+    exe.chmod(0o755)
+    frames = [np.ascontiguousarray(p[:64, :64]) for p in photos[:3]]
+    fused = occlusion.focus_stack_fuse(frames, exe=exe, threads=None, options=("--no-contrast", "--no-whitebalance"))
+    assert np.array_equal(fused, frames[1])
+    argv = log.read_text().split()
+    assert argv[:4] == ["--no-opencl", "--align-keep-size", "--no-contrast", "--no-whitebalance"]
+    assert not any(a.startswith("--threads") for a in argv)
+
+
 # ----------------------------------------------------------------------------------------------- the command
 def test_command_end_to_end(photos, tmp_path):
     for k in range(3):

@@ -305,3 +305,25 @@ def test_rerun_with_more_fusers_runs_only_the_missing_ones(monkeypatch):
     assert row["true_warp"] == {"fuser": "dwt"} and row["skipped"] == {"enfuse": "absent"}
     assert stack_bench.complete(row, "s", ["dwt", "dtcwt"], args) is row and len(calls) == 1
     assert stack_bench.complete(None, "s", ["dwt"], args)["results"].keys() == {"dwt"}
+
+
+def test_mean_ratio_measures_exposure_not_defocus():
+    rng = np.random.default_rng(3)
+    ref = (rng.random((80, 90, 3)) * 200).astype(np.uint8)
+    blurred = cv2.GaussianBlur(ref.astype(np.float64), (0, 0), 4, borderType=cv2.BORDER_REFLECT)
+    frame = np.clip(np.round(blurred * np.array([0.9, 1.0, 1.1])), 0, 255).astype(np.uint8)
+    ref[:5], frame[-5:, :, 2] = 255, 255                     # saturated pixels (in either) are left out
+    r = stackbench.mean_ratio(ref, frame)
+    assert r == pytest.approx([1 / 0.9, 1.0, 1 / 1.1], rel=0.02)
+    gray = ref[..., 1]
+    assert stackbench.mean_ratio(gray, gray) == (1.0,)
+
+
+def test_gray_spread_scales_with_contrast():
+    rng = np.random.default_rng(4)
+    img = rng.random((60, 70))
+    low = 0.25 + 0.5 * (img - 0.5)
+    assert stackbench.gray_spread(low) == pytest.approx(0.5 * stackbench.gray_spread(img))
+    assert stackbench.sharpness(low) == pytest.approx(0.25 * stackbench.sharpness(img))
+    w = (10, 5, 20, 30)
+    assert stackbench.gray_spread(img, w) == pytest.approx(float(np.std(img[5:35, 10:30])))

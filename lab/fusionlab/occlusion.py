@@ -243,18 +243,19 @@ def halo_scores(img: np.ndarray, truth: np.ndarray, planes: np.ndarray, width: f
 
 
 # --------------------------------------------------------------------------------------------------- the fusers
-def focus_stack_fuse(frames, *, exe=FOCUS_STACK, threads: int | None = 1) -> np.ndarray:
+def focus_stack_fuse(frames, *, exe=FOCUS_STACK, threads: int | None = 1, options=()) -> np.ndarray:
     """``frames`` (uint8) fused by focus-stack (its default options, so with its alignment; ``threads`` its worker
     threads, OpenCL off, ``--align-keep-size`` so that the result keeps the frames' size instead of losing the
-    alignment's border), through PNG files; RuntimeError when it is not built or fails, or returns another
-    size."""
+    alignment's border; ``options``: more of its command-line options), through PNG files; RuntimeError when it is
+    not built or fails, or returns another size."""
     if not Path(exe).is_file():
         raise RuntimeError(f"focus-stack is not built at {exe} (docs/stacks.md says how)")
     with tempfile.TemporaryDirectory(prefix="focus-stack.") as tmp:
         names = [str(write_image(Path(tmp) / f"f{k:02d}.png", f)) for k, f in enumerate(frames)]
         out = Path(tmp) / "fused.png"
         opts = [f"--threads={threads}"] if threads else []
-        run = subprocess.run([str(exe), *opts, "--no-opencl", "--align-keep-size", f"--output={out}", *names],
+        run = subprocess.run([str(exe), *opts, "--no-opencl", "--align-keep-size", *options, f"--output={out}",
+                              *names],
                              capture_output=True, text=True)
         if run.returncode != 0 or not out.is_file():
             raise RuntimeError(f"focus-stack failed ({run.returncode}): {run.stderr.strip()[-300:]}")

@@ -40,7 +40,7 @@ from pyfusion.io import read_image, write_atomic, write_image
 
 __all__ = ["FUSERS", "CONDITIONS", "fuse_frames", "score_stack", "summary", "measure_command",
            "pick_windows", "detail_energy", "agreement", "comparison_figure", "encode_png", "patch_energy",
-           "undecided_survey", "align_check", "figure_windows", "sharpness"]
+           "undecided_survey", "align_check", "figure_windows", "sharpness", "gray_spread", "mean_ratio"]
 
 #: The N-frame fusers: label -> (method of :func:`pyfusion.fuse`, its options); ``enfuse`` is the external program.
 #: ``one-pass r=0.01``: one pass with the paper's small-region area (0.01 H W) instead of the one-pass default
@@ -591,6 +591,25 @@ def figure_windows(ours: np.ndarray, other: np.ndarray, *, size: int) -> list:
 
     diff = np.abs(to_gray(to_unit(ours)) - to_gray(to_unit(other)))
     return detail + pick_windows(diff, size=size, count=1, taken=detail, margin=size // 4)
+
+
+def gray_spread(img: np.ndarray, window=None) -> float:
+    """Standard deviation of the grayscale image in [0, 1] on ``window`` ``(x, y, w, h)`` (default the whole
+    image): its contrast, which scales :func:`sharpness` by its square."""
+    from pyfusion.io import to_gray, to_unit
+
+    return float(np.std(to_gray(to_unit(img if window is None else _cut(img, window)))))
+
+
+def mean_ratio(reference: np.ndarray, frame: np.ndarray) -> tuple:
+    """Per channel, the mean of ``reference`` over the mean of ``frame`` (same shape) on the pixels saturated in
+    neither (every channel below the dtype's maximum): the exposure gain that would bring ``frame`` to
+    ``reference``. Defocus does not change a mean, so the ratio measures exposure and white balance only."""
+    a, b = reference.astype(np.float64), frame.astype(np.float64)
+    top = np.iinfo(reference.dtype).max if np.issubdtype(reference.dtype, np.integer) else 1.0
+    a3, b3 = (a, b) if a.ndim == 3 else (a[..., None], b[..., None])
+    ok = (a3 < top).all(-1) & (b3 < top).all(-1)
+    return tuple(float(a3[..., c][ok].mean() / b3[..., c][ok].mean()) for c in range(a3.shape[-1]))
 
 
 def sharpness(img: np.ndarray, window=None) -> float:

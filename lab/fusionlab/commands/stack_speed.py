@@ -12,11 +12,13 @@
 ``align``: fusionlab.stackbench.align_check on --count synthetic hand-held stacks. ``sharpness``: the mean
 gradient energy (fusionlab.stackbench.sharpness) of a fused pcb result (--fused, as `pyfusion fuse --align` writes
 it: cropped to the alignment's common region, whose (x, y) --offset gives) and of focus-stack's expected.jpg
-registered to it, in the three crops of the pcb figure (or --windows), with the sharpest aligned frame's and
-the per-pixel maximum of the aligned frames'. ``detail``: on --count synthetic tuning stacks (photos 50 and up,
-seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
+registered to it (and, where focus-stack is built, of its results with its defaults and without its contrast and
+white-balance matching), in the three crops of the pcb figure (or --windows), with the sharpest aligned frame's and
+the per-pixel maximum of the aligned frames'; then the crops' contrast (gray standard deviation) and the frames'
+exposure ratios to the reference (fusionlab.stackbench.mean_ratio). ``detail``: on --count synthetic tuning
+stacks (photos 50 and up, seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
 pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
-wavelet-merging tools such as focus-stack, which raises the gradient energy beyond any frame's), everywhere or in
+wavelet-merging tools, which can raise the gradient energy beyond any frame's), everywhere or in
 the depth map's edge band only. ``band``: on --count synthetic tuning stacks at --scale times the size
 (fusionlab.synthetic.benchmark_stacks' ``scale``), registered, PSNR against the truth of the exact one pass and of
 the fast path (work_pixels) with the edge fix's band 16 px wide at full size and 16 working pixels wide.
@@ -56,6 +58,9 @@ def parse_args(argv=None):
                     help="sharpness: the crops' top-left corners X,Y;X,Y;... in the compared region (default auto: "
                          "chosen from --fused and focus-stack's result as the pcb figure chooses them, so for the "
                          "figure's fused image its three crops)")
+    ap.add_argument("--no-peer-runs", dest="peer_runs", action="store_false",
+                    help="sharpness: do not run focus-stack (default: run it where built, with its defaults and "
+                         "with --no-contrast --no-whitebalance, beside its expected.jpg)")
     args = ap.parse_args(argv)
     if args.what == "sharpness" and args.fused is None:
         ap.error("sharpness needs --fused")
@@ -190,14 +195,26 @@ def align_table(args) -> str:
     return f"{len(rows)} synthetic hand-held stacks (seed 0, one thread)\n\n" + "\n".join(lines) + "\n"
 
 
+#: focus-stack's runs beside its expected.jpg: its defaults, and without its contrast and white-balance matching.
+PEER_RUNS = (("focus-stack, run here", ()), ("focus-stack --no-contrast --no-whitebalance",
+                                              ("--no-contrast", "--no-whitebalance")))
+
+
 def sharpness_table(args) -> str:
     from pyfusion.align import align
 
+    from fusionlab.occlusion import FOCUS_STACK, focus_stack_fuse
+
     ours = read_image(args.fused)
-    expected = read_image(args.stack / "expected.jpg")
-    aligned, report = align(real_frames(args.stack))
+    raw = real_frames(args.stack)
+    aligned, report = align(raw)
     x, y = report.crop[:2] if args.offset == "auto" else (int(v) for v in args.offset.split(","))
-    ag = stackbench.agreement(ours, expected, offset=(x, y))
+    others = {"focus-stack's expected.jpg": read_image(args.stack / "expected.jpg")}
+    if args.peer_runs and FOCUS_STACK.is_file():
+        for label, options in PEER_RUNS:
+            others[label] = focus_stack_fuse(raw, threads=None, options=options)
+    registered = {k: stackbench.agreement(ours, v, offset=(x, y)) for k, v in others.items()}
+    ag = registered["focus-stack's expected.jpg"]
     cx, cy, cw, ch = ag["crop"]
     frames = [f[cy:cy + ch, cx:cx + cw] for f in aligned]   # the aligned frames on ours' compared pixels
     if args.windows == "auto":
@@ -208,17 +225,30 @@ def sharpness_table(args) -> str:
     energy = np.stack([np.square(stackbench.detail_energy(f)) for f in frames])
     ceiling = energy.max(axis=0)    # no image made of the frames' pixels has more, pixel by pixel
     del energy
-    lines = ["| crop (x, y, w, h) | ours | focus-stack | ours / focus-stack | sharpest single frame | "
-             "per-pixel maximum of the frames |", "|---|---:|---:|---:|---:|---:|"]
+    images = {"ours": ag["ours"], **{k: v["other"] for k, v in registered.items()}}
+    head = "| crop (x, y, w, h) | " + " | ".join(images) + " | "
+    lines = [head + "ours / each other | sharpest single frame | per-pixel maximum of the frames |",
+             "|---|" + "---:|" * (len(images) + 3)]
+    spread = [head + "sharpest single frame |", "|---|" + "---:|" * (len(images) + 1)]
     for w in windows:
-        a, b = stackbench.sharpness(ag["ours"], w), stackbench.sharpness(ag["other"], w)
-        best = max(stackbench.sharpness(f, w) for f in frames)
-        x, y, cw, ch = w
-        top = float(ceiling[y:y + ch, x:x + cw].mean())
-        lines.append(f"| {tuple(int(v) for v in w)} | {a:.3f} | {b:.3f} | {a / b:.2f} | {best:.3f} | {top:.3f} |")
+        e = {k: stackbench.sharpness(v, w) for k, v in images.items()}
+        best = max(range(len(frames)), key=lambda k: stackbench.sharpness(frames[k], w))
+        x0, y0, ww, hh = w
+        top = float(ceiling[y0:y0 + hh, x0:x0 + ww].mean())
+        ratios = " / ".join(f"{e['ours'] / e[k]:.2f}" for k in registered)
+        lines.append(f"| {tuple(int(v) for v in w)} | " + " | ".join(f"{v:.3f}" for v in e.values()) +
+                     f" | {ratios} | {stackbench.sharpness(frames[best], w):.3f} | {top:.3f} |")
+        spread.append(f"| {tuple(int(v) for v in w)} | " + " | ".join(
+            f"{stackbench.gray_spread(v, w):.4f}" for v in images.values()) +
+            f" | {stackbench.gray_spread(frames[best], w):.4f} |")
     print("windows: " + ";".join(f"{int(w[0])},{int(w[1])}" for w in windows), file=sys.stderr)
+    ref = len(raw) // 2
+    gains = [stackbench.mean_ratio(aligned[ref], f) for f in aligned]
+    gain_line = "; ".join(f"{k + 1}: " + "/".join(f"{g:.3f}" for g in gk) for k, gk in enumerate(gains))
     return (f"mean gradient energy (mean squared Sobel magnitude, gray in [0, 1]) of {args.fused.name}, of "
-            f"focus-stack's expected.jpg registered to it, and of the aligned frames\n\n" + "\n".join(lines) + "\n")
+            f"focus-stack's results registered to it, and of the aligned frames\n\n" + "\n".join(lines) +
+            "\n\nstandard deviation of the gray (contrast) in the same crops\n\n" + "\n".join(spread) +
+            f"\n\nreference frame's mean over each aligned frame's, R/G/B (unsaturated pixels): {gain_line}\n")
 
 
 def main(argv=None) -> int:
