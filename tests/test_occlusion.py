@@ -176,6 +176,20 @@ def test_enfuse_decision_and_blend(photos):
     assert np.array_equal(occlusion.select(s.frames, s.labels)[s.planes == 0], s.frames[0][s.planes == 0])
 
 
+def test_diagnose_varies_the_guided_path(photos, monkeypatch):
+    """The one-pass variants of the diagnosis are the paper's guided-filter path (edge_fix=False) with the option."""
+    import pyfusion
+
+    s = _stack(photos, planes=2, radius=4.0)
+    monkeypatch.setattr(occlusion, "DIAGNOSES", {k: occlusion.DIAGNOSES[k] for k in
+                                                 ("one-pass, gf_radius=0 (hard blend)", "true labels, one-pass blend")})
+    got = occlusion.diagnose(s)
+    want = pyfusion.fuse(list(s.frames), method="cnn", threads=1, edge_fix=False, gf_radius=0).fused
+    assert got["one-pass, gf_radius=0 (hard blend)"] == occlusion.halo_scores(want, s.sharp, s.planes, s.width)
+    fixed = pyfusion.fuse(list(s.frames), method="cnn", threads=1).fused
+    assert not np.array_equal(want, fixed)
+
+
 def test_focus_stack_not_built_is_a_runtime_error(photos, tmp_path):
     with pytest.raises(RuntimeError, match="not built"):
         occlusion.focus_stack_fuse(list(photos), exe=tmp_path / "nope")

@@ -349,7 +349,8 @@ def select(frames, labels: np.ndarray) -> np.ndarray:
 
 
 #: One-pass variants and bounds of :func:`diagnose`: label -> (decision, blend, options). Decision: None = the
-#: one-pass method's own (run with the options), ``"one-pass"`` its default depth map, ``"true"``
+#: one-pass method's own (run with ``edge_fix=False`` and the options: the paper's guided-filter path),
+#: ``"one-pass"`` its depth map with ``edge_fix=False``, ``"true"``
 #: :attr:`OcclusionStack.labels`, ``"edge"`` :func:`edge_labels`, ``"best"`` :func:`best_frame_labels`,
 #: ``"enfuse"`` :func:`enfuse_labels`. Blend: ``"one-pass"`` (:func:`fuse_with_labels` with the options),
 #: ``"enfuse"`` (:func:`enfuse_blend`), ``"select"`` (:func:`select`). The enfuse rows need the program.
@@ -384,7 +385,8 @@ def diagnose(stack: OcclusionStack, *, depth: np.ndarray | None = None, threads:
         if "enfuse" in (decision, blend) and shutil.which("enfuse") is None:
             continue
         if decision is None:
-            fused = pyfusion.fuse(list(stack.frames), method="cnn", threads=threads, **options).fused
+            fused = pyfusion.fuse(list(stack.frames), method="cnn", threads=threads,
+                                  **{"edge_fix": False, **options}).fused
         else:
             if decision not in made:
                 made[decision] = decisions[decision]()
