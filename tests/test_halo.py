@@ -104,7 +104,7 @@ def test_bad_label_maps_are_refused():
 def test_selection_rule_takes_the_best_band_within_the_whole_image_tolerance():
     from fusionlab import occlusion
 
-    d = occlusion.DEFAULT_CANDIDATE
+    d = occlusion.BASE_CANDIDATE
     band = {d: 28.0, "a": 30.0, "b": 29.5, "c": 29.0}
     whole = {d: 38.0, "a": 37.8, "b": 37.95, "c": 39.0}
     assert occlusion.choose_candidate(band, whole) == "b"           # a loses 0.2 dB on the whole image
@@ -127,10 +127,10 @@ def test_candidates_command_on_tiny_stacks(tmp_path):
             "--json", str(out), "--no-progress"]
     assert occlusion_bench.main(argv) == 0
     got = json.loads(out.read_text())
-    for row in got["stacks"]:              # the one-pass fuser is the default candidate, or the fix once the stack
-        assert list(row["candidates"]) == [occlusion.DEFAULT_CANDIDATE, pick]     # path applies it (edge_fix)
+    for row in got["stacks"]:              # the one-pass fuser (the default, edge_fix) is the fix's candidate
+        assert list(row["candidates"]) == [occlusion.BASE_CANDIDATE, pick]
         one_pass = {k: v for k, v in row["results"]["one-pass"].items() if k != "seconds"}
-        assert one_pass in (row["candidates"][occlusion.DEFAULT_CANDIDATE], row["candidates"][pick])
+        assert one_pass == row["candidates"][pick] != row["candidates"][occlusion.BASE_CANDIDATE]
     assert len(got["layered"]) == 1 and set(got["layered"][0]["candidates"][pick]) == {"psnr", "ssim"}
     assert occlusion_bench.main(argv) == 0                           # a rerun resumes both kinds of stacks
     assert json.loads(out.read_text()) == got

@@ -61,7 +61,7 @@ __all__ = ["OCC_PLANES", "OCC_RADII", "OCC_COVER", "OCC_FUSERS", "FOCUS_STACK", 
            "occluder_alpha", "composite", "make_occlusion_stack", "occlusion_stacks", "band_mask", "halo_side_mask",
            "halo_scores", "focus_stack_fuse", "fuse", "fuse_with_labels", "edge_labels", "best_frame_labels",
            "oracle_selection", "select", "enfuse_labels", "enfuse_blend", "DIAGNOSES", "diagnose", "label_agreement",
-           "HALO_DECISIONS", "HALO_BLENDS", "HALO_CANDIDATES", "DEFAULT_CANDIDATE", "candidates_fused",
+           "HALO_DECISIONS", "HALO_BLENDS", "HALO_CANDIDATES", "BASE_CANDIDATE", "candidates_fused",
            "choose_candidate", "available", "machine"]
 
 #: Planes per stack and the stack's largest disk radius (px), cycled over the stacks (12 combinations).
@@ -416,14 +416,16 @@ HALO_DECISIONS = {"depth map": None, **{f"band {b} r={r}": (b, r) for b in (4, 8
 #: the one-pass blend) or ``("pyramid", levels)`` (:func:`pyfusion.refine_stack.pyramid_blend`; None: all levels).
 HALO_BLENDS = {"gf r=8": ("guided", 8), "gf r=2": ("guided", 2), "pyramid 4": ("pyramid", 4),
                "pyramid all": ("pyramid", None)}
-#: Every decision with every blend, named ``"DECISION + BLEND"``; the first is the one-pass default itself.
+#: Every decision with every blend, named ``"DECISION + BLEND"``; the first is the one pass with the paper's guided
+#: filter (``edge_fix=False``), the base the candidates are judged against.
 HALO_CANDIDATES = tuple(f"{d} + {b}" for d in HALO_DECISIONS for b in HALO_BLENDS)
-DEFAULT_CANDIDATE = HALO_CANDIDATES[0]
+BASE_CANDIDATE = HALO_CANDIDATES[0]
 
 
 def candidates_fused(frames, depth: np.ndarray, names, *, threads: int | None = 1) -> dict:
-    """The named :data:`HALO_CANDIDATES` on registered ``frames`` and the one-pass default's ``depth`` map (each
-    decision made once): name -> the fused image. ``DEFAULT_CANDIDATE`` reproduces the one-pass default's image."""
+    """The named :data:`HALO_CANDIDATES` on registered ``frames`` and the one-pass ``depth`` map (each decision made
+    once): name -> the fused image. ``BASE_CANDIDATE`` reproduces the image of the one pass with ``edge_fix=False``,
+    ``band 16 r=1 + pyramid 4`` the default's (the edge fix)."""
     from pyfusion import refine_stack
 
     decided, out = {}, {}
@@ -441,11 +443,11 @@ def candidates_fused(frames, depth: np.ndarray, names, *, threads: int | None = 
 
 def choose_candidate(band: dict, whole: dict, layered: dict | None = None, *, tolerance: float = 0.1) -> str | None:
     """The halo fix's selection rule (fixed before any tuning run): among the candidates whose mean whole-image PSNR
-    is not lower than :data:`DEFAULT_CANDIDATE`'s by more than ``tolerance`` dB on the occlusion stacks
+    is not lower than :data:`BASE_CANDIDATE`'s by more than ``tolerance`` dB on the occlusion stacks
     (``whole``: name -> mean PSNR) and on the layered stacks of the stack benchmark (``layered``, where given), the
     one with the highest mean band PSNR (``band``); None when none is admissible."""
-    ok = [c for c in band if whole[c] >= whole[DEFAULT_CANDIDATE] - tolerance and
-          (layered is None or layered[c] >= layered[DEFAULT_CANDIDATE] - tolerance)]
+    ok = [c for c in band if whole[c] >= whole[BASE_CANDIDATE] - tolerance and
+          (layered is None or layered[c] >= layered[BASE_CANDIDATE] - tolerance)]
     return max(ok, key=band.get) if ok else None
 
 

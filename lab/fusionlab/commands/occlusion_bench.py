@@ -55,7 +55,7 @@ def parse_args(argv=None):
     ap.add_argument("--diagnose", action="store_true", help="also the one-pass variants and bounds")
     ap.add_argument("--candidates", default="",
                     help='semicolon-separated halo-fix candidates (fusionlab.occlusion.HALO_CANDIDATES), or "all"; '
-                         "the one-pass default's is always added")
+                         "the guided one pass's (edge_fix=False) is always added")
     ap.add_argument("--layered", type=int, default=0, metavar="N",
                     help="also score the candidates on the stack benchmark's first N layered stacks (default 0)")
     ap.add_argument("--threads", type=int, default=1, help="threads per fusion (default 1)")
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     unknown = [c for c in names if c not in occlusion.HALO_CANDIDATES]
     if unknown:
         ap.error(f"unknown candidate(s) {'; '.join(unknown)}; choose from {'; '.join(occlusion.HALO_CANDIDATES)}")
-    default = occlusion.DEFAULT_CANDIDATE
+    default = occlusion.BASE_CANDIDATE
     args.candidates = [default] * bool(names) + [c for c in names if c != default]
     if args.layered and not args.candidates:
         ap.error("--layered needs --candidates")
@@ -171,24 +171,24 @@ def candidate_lines(rows, layered=()) -> list:
     cols = ("band_psnr", "halo_psnr", "near_psnr", "rest_psnr", "psnr")
     means = {c: {s: _mean(rows, c, "candidates", s) for s in cols} for c in names}
     lay = {c: _mean(layered, c, "candidates", "psnr") for c in names} if layered else None
-    base = means[occlusion.DEFAULT_CANDIDATE]
+    base = means[occlusion.BASE_CANDIDATE]
     head = ("| candidate (decision + blend) | band PSNR | halo side | near side | rest PSNR | whole PSNR "
-            "| band vs default")
-    head += f" | whole vs default | layered whole PSNR ({len(layered)} stacks) | vs default |" if layered else " |"
-    lines = ["", f"Halo-fix candidates on the one-pass depth map ({len(rows)} stacks; `{occlusion.DEFAULT_CANDIDATE}` "
-             "is the one-pass default):", "", head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+            "| band vs guided")
+    head += f" | whole vs guided | layered whole PSNR ({len(layered)} stacks) | vs guided |" if layered else " |"
+    lines = ["", f"Halo-fix candidates on the one-pass depth map ({len(rows)} stacks; `{occlusion.BASE_CANDIDATE}` "
+             "is the one pass with the paper's guided filter, `edge_fix=False`):", "", head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
     for c in names:
         m = means[c]
         cells = [f"{m[s]:.2f}" for s in cols] + [f"{m['band_psnr'] - base['band_psnr']:+.2f}",
                                                  f"{m['psnr'] - base['psnr']:+.2f}"]
         if lay:
-            cells += [f"{lay[c]:.2f}", f"{lay[c] - lay[occlusion.DEFAULT_CANDIDATE]:+.2f}"]
+            cells += [f"{lay[c]:.2f}", f"{lay[c] - lay[occlusion.BASE_CANDIDATE]:+.2f}"]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if set(names) == set(occlusion.HALO_CANDIDATES):
         pick = occlusion.choose_candidate({c: means[c]["band_psnr"] for c in names},
                                           {c: means[c]["psnr"] for c in names}, lay)
         lines += ["", f"- the selection rule (`occlusion.choose_candidate`: the best band PSNR among the candidates "
-                  f"whose whole-image PSNR is within 0.1 dB of the default's or above{', on both sets' if lay else ''})"
+                  f"whose whole-image PSNR is within 0.1 dB of the guided one pass's or above{', on both sets' if lay else ''})"
                   f" picks: `{pick}`"]
     return lines
 
@@ -272,7 +272,7 @@ def command_line(args) -> str:
     parts += ["--diagnose"] if args.diagnose else []
     if args.candidates:
         given = "all" if len(args.candidates) == len(occlusion.HALO_CANDIDATES) else ";".join(args.candidates[1:])
-        parts += [f"--candidates '{given}'"] if given else ["--candidates '" + occlusion.DEFAULT_CANDIDATE + "'"]
+        parts += [f"--candidates '{given}'"] if given else ["--candidates '" + occlusion.BASE_CANDIDATE + "'"]
     parts += [f"--layered {args.layered}"] if args.layered else []
     return " ".join(parts)
 
