@@ -307,6 +307,36 @@ def test_rerun_with_more_fusers_runs_only_the_missing_ones(monkeypatch):
     assert stack_bench.complete(None, "s", ["dwt"], args)["results"].keys() == {"dwt"}
 
 
+def test_completed_row_gets_the_true_warp_it_lacked_and_the_summary_keeps_the_alignment_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from fusionlab import stackbench
+    from fusionlab.commands import stack_bench
+
+    def scores(psnr):
+        return {"psnr": psnr, "ssim": 0.9, "cpu_seconds": 1.0, "seconds": 1.0}
+
+    def fake(stack, fusers, **kw):
+        return {"stack": stack, "skipped": {}, "true_warp": {"fuser": fusers[0], "bilinear": {"psnr": 30.0},
+                                                             "bicubic": {"psnr": 31.0}},
+                "results": {f: {"registered": {**scores(40.0), "crop_psnr": 40.0, "crop_ssim": 0.9},
+                                "moved+align": scores(30.5),
+                                "moved": scores(20.0)} for f in fusers}}
+
+    monkeypatch.setattr(stackbench, "score_stack", fake)
+    args = SimpleNamespace(align_interp="cubic", threads=1)
+    base = {"frames": 3, "step": 1, "frame_psnr": [25.0], "seconds": 1.0, "cpu_seconds": 1.0,
+            "align": {"corner_error_px": 0.25}}
+    old = {**base, "stack": "s", "skipped": {}, "results": fake("s", ["one-pass"])["results"]}   # no true_warp
+    row = stack_bench.complete(old, "s", ["one-pass", "dwt"], args)
+    assert row["true_warp"]["fuser"] == "dwt"
+    text = stackbench.summary([{**old, "results": row["results"]}])       # a row without its true warp
+    assert "recovered transforms off by 0.250 px" in text and "true transforms" not in text
+    text = stackbench.summary([{**base, **row}])
+    assert "recovered transforms off by 0.250 px" in text
+    assert "warped back by their true transforms, bicubic: 31.00" in text
+
+
 def test_mean_ratio_measures_exposure_not_defocus():
     rng = np.random.default_rng(3)
     ref = (rng.random((80, 90, 3)) * 200).astype(np.uint8)

@@ -282,8 +282,7 @@ def summary(rows, *, command: str = "", notes=()) -> str:
         lines += [f"- {_difference_line(rows, 'one-pass', 'one-pass exact', c)}" for c in CONDITIONS]
     lines += [f"- {_depth_line(rows, f)}" for f in fusers if all("depth_exact" in r["results"][f]["registered"]
                                                                  for r in rows)]
-    if all("true_warp" in r for r in rows):
-        lines += [f"- {x}" for x in _align_lines(rows)]
+    lines += [f"- {x}" for x in _align_lines(rows, fusers)]
     lines.append(f"- the whole benchmark: {sum(r['cpu_seconds'] for r in rows) / 60:.1f} min of CPU "
                  f"({sum(r['seconds'] for r in rows) / 60:.1f} min wall on this machine)")
     lines += [f"- {x}" for x in notes]
@@ -300,17 +299,21 @@ def _depth_line(rows, fuser) -> str:
             f"(worst stack {exact.min():.1%}), {near.mean():.1%} within one layer")
 
 
-def _align_lines(rows) -> list:
-    """The alignment's error, and how much of the hand-held loss the resampling alone explains."""
+def _align_lines(rows, fusers) -> list:
+    """The alignment's error, and how much of the hand-held loss the resampling alone explains (where every row
+    has its ``true_warp``: a row completed with more fusers keeps the one of its first run)."""
+    if not fusers:
+        return []
     err = np.array([r["align"]["corner_error_px"] for r in rows])
-    fuser = rows[0]["true_warp"]["fuser"]
+    warped = all("true_warp" in r and r["true_warp"]["fuser"] == rows[0]["true_warp"]["fuser"] for r in rows)
+    fuser = rows[0]["true_warp"]["fuser"] if warped else fusers[0]
     reg = np.array([r["results"][fuser]["registered"]["crop_psnr"] for r in rows])
     ali = np.array([r["results"][fuser]["moved+align"]["psnr"] for r in rows])
     loss = reg - ali
     lines = [f"alignment: recovered transforms off by {err.mean():.3f} px on average at the image corners (worst "
              f"{err.max():.3f} px); {fuser} on the hand-held frames with `align=True` loses {loss.mean():.2f} dB on "
              f"average against the registered stack on the same crop (from {loss.min():.2f} to {loss.max():.2f} dB)"]
-    for name in WARPS:
+    for name in WARPS if warped else ():
         tw = np.array([r["true_warp"][name]["psnr"] for r in rows])
         lines.append(f"{fuser} on the hand-held frames warped back by their true transforms, {name}: "
                      f"{tw.mean():.2f} dB ({(tw - ali).mean():+.2f} dB against `align=True`)")

@@ -102,7 +102,10 @@ def complete(row, stack, fusers, args) -> dict:
     new = stackbench.score_stack(stack, missing, interpolation=args.align_interp, threads=args.threads)
     if not row:
         return new
-    return {**row, "results": {**have, **new["results"]}, "skipped": {**row.get("skipped", {}), **new["skipped"]}}
+    out = {**row, "results": {**have, **new["results"]}, "skipped": {**row.get("skipped", {}), **new["skipped"]}}
+    if "true_warp" not in out and "true_warp" in new:
+        out["true_warp"] = new["true_warp"]
+    return out
 
 
 def command_line(args) -> str:
