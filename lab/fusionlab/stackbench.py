@@ -608,10 +608,11 @@ def mean_ratio(reference: np.ndarray, frame: np.ndarray) -> tuple:
     """Per channel, the mean of ``reference`` over the mean of ``frame`` (same shape) on the pixels saturated in
     neither (every channel below the dtype's maximum): the exposure gain that would bring ``frame`` to
     ``reference``. Defocus does not change a mean, so the ratio measures exposure and white balance only."""
-    a, b = reference.astype(np.float64), frame.astype(np.float64)
-    top = np.iinfo(reference.dtype).max if np.issubdtype(reference.dtype, np.integer) else 1.0
+    from pyfusion.io import to_unit
+
+    a, b = to_unit(reference), to_unit(frame)
     a3, b3 = (a, b) if a.ndim == 3 else (a[..., None], b[..., None])
-    ok = (a3 < top).all(-1) & (b3 < top).all(-1)
+    ok = (a3 < 1.0).all(-1) & (b3 < 1.0).all(-1)
     return tuple(float(a3[..., c][ok].mean() / b3[..., c][ok].mean()) for c in range(a3.shape[-1]))
 
 

@@ -176,7 +176,8 @@ def candidate_lines(rows, layered=()) -> list:
             "| band vs guided")
     head += f" | whole vs guided | layered whole PSNR ({len(layered)} stacks) | vs guided |" if layered else " |"
     lines = ["", f"Halo-fix candidates on the one-pass depth map ({len(rows)} stacks; `{occlusion.BASE_CANDIDATE}` "
-             "is the one pass with the paper's guided filter, `edge_fix=False`):", "", head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+             "is the one pass with the paper's guided filter, `edge_fix=False`):", "", head,
+             "|---" + "|---:" * (head.count("|") - 2) + "|"]
     for c in names:
         m = means[c]
         cells = [f"{m[s]:.2f}" for s in cols] + [f"{m['band_psnr'] - base['band_psnr']:+.2f}",
@@ -188,8 +189,8 @@ def candidate_lines(rows, layered=()) -> list:
         pick = occlusion.choose_candidate({c: means[c]["band_psnr"] for c in names},
                                           {c: means[c]["psnr"] for c in names}, lay)
         lines += ["", f"- the selection rule (`occlusion.choose_candidate`: the best band PSNR among the candidates "
-                  f"whose whole-image PSNR is within 0.1 dB of the guided one pass's or above{', on both sets' if lay else ''})"
-                  f" picks: `{pick}`"]
+                  f"whose whole-image PSNR is within 0.1 dB of the guided one pass's or above"
+                  f"{', on both sets' if lay else ''}) picks: `{pick}`"]
     return lines
 
 

@@ -16,8 +16,8 @@ registered to it (and, where focus-stack is built, of its results with its defau
 white-balance matching), in the three crops of the pcb figure (or --windows), with the sharpest aligned frame's and
 the per-pixel maximum of the aligned frames'; then the crops' contrast (gray standard deviation) and the frames'
 exposure ratios to the reference (fusionlab.stackbench.mean_ratio). ``detail``: on --count synthetic tuning
-stacks (photos 50 and up, seed 1), PSNR against the truth of the one pass and of its labels blended with the finest pyramid level taken,
-pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
+stacks (photos 50 and up, seed 1), PSNR against the truth of the one pass and of its labels blended with the
+finest pyramid level taken, pixel by pixel, from the frame of largest |coefficient| (:func:`max_abs_blend`: the coefficient selection of
 wavelet-merging tools, which can raise the gradient energy beyond any frame's), everywhere or in
 the depth map's edge band only. ``band``: on --count synthetic tuning stacks at --scale times the size
 (fusionlab.synthetic.benchmark_stacks' ``scale``), registered, PSNR against the truth of the exact one pass and of
@@ -182,7 +182,8 @@ def undecided(args) -> str:
 def align_table(args) -> str:
     photos = sorted(Path(args.photos).glob("*.jpg"))
     levels = tuple(int(v) for v in args.levels.split(","))
-    rows = [stackbench.align_check(st, levels=levels) for st in synthetic.benchmark_stacks(photos, count=args.count, seed=0)]
+    rows = [stackbench.align_check(st, levels=levels)
+            for st in synthetic.benchmark_stacks(photos, count=args.count, seed=0)]
     lines = ["| ECC's finest level | seconds (mean) | corner error px (mean / worst) | one-pass PSNR dB (mean) |",
              "|---|---:|---:|---:|"]
     for level in rows[0]["levels"]:
@@ -232,12 +233,13 @@ def sharpness_table(args) -> str:
     spread = [head + "sharpest single frame |", "|---|" + "---:|" * (len(images) + 1)]
     for w in windows:
         e = {k: stackbench.sharpness(v, w) for k, v in images.items()}
-        best = max(range(len(frames)), key=lambda k: stackbench.sharpness(frames[k], w))
+        single = [stackbench.sharpness(f, w) for f in frames]
+        best = int(np.argmax(single))
         x0, y0, ww, hh = w
         top = float(ceiling[y0:y0 + hh, x0:x0 + ww].mean())
         ratios = " / ".join(f"{e['ours'] / e[k]:.2f}" for k in registered)
         lines.append(f"| {tuple(int(v) for v in w)} | " + " | ".join(f"{v:.3f}" for v in e.values()) +
-                     f" | {ratios} | {stackbench.sharpness(frames[best], w):.3f} | {top:.3f} |")
+                     f" | {ratios} | {single[best]:.3f} | {top:.3f} |")
         spread.append(f"| {tuple(int(v) for v in w)} | " + " | ".join(
             f"{stackbench.gray_spread(v, w):.4f}" for v in images.values()) +
             f" | {stackbench.gray_spread(frames[best], w):.4f} |")
